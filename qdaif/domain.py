@@ -1,0 +1,214 @@
+"""Domains as data: prompt templates, seed texts, judge label spaces and measure bins.
+
+A domain is one YAML file in ``domains/`` (the Hydra ``domain`` group). This module
+turns the composed config node into validated, typed objects; nothing here knows
+about a particular domain.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qdaif.errors import ConfigError
+
+__all__ = ["Generation", "LMXPrompt", "LabelJudgeSpec", "Measure", "Domain", "domain_from_config", "project_root", "domain_names"]
+
+TEXT = "{text}"
+
+
+def project_root() -> Path:
+    """Returns the repository folder holding ``configs/`` and ``domains/``."""
+    return Path(__file__).resolve().parents[1]
+
+
+def domain_names() -> list[str]:
+    """Returns the names of the domains in ``domains/``, sorted."""
+    return sorted(p.stem for p in (project_root() / "domains").glob("*.yaml"))
+
+
+def _require(node: Mapping[str, Any], key: str, where: str) -> Any:
+    if key not in node or node[key] is None:
+        raise ConfigError(f"{where}: missing required field {key!r}")
+    return node[key]
+
+
+def _check_keys(node: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(node) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Generation:
+    """Sampling settings of the domain's mutation prompts."""
+
+    max_tokens: int = 50
+    temperature: float = 0.8
+    top_p: float = 0.95
+    stop: tuple[str, ...] = ("\n",)
+
+
+@dataclasses.dataclass(frozen=True)
+class LMXPrompt:
+    """Few-shot LMX prompt: each example after ``instruction`` and a space, joined by ``separator``.
+
+    The rendered prompt ends with the bare ``instruction`` (no trailing space, which
+    BPE models handle badly) so that the LM writes one more example.
+    """
+
+    instruction: str
+    separator: str = "\n###\n"
+    num_examples: int = 3
+
+    def render(self, examples: Sequence[str]) -> str:
+        """Returns the LMX prompt for ``examples`` (in that order)."""
+        parts = [f"{self.instruction} {e}" for e in examples] + [self.instruction]
+        return self.separator.join(parts)
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelJudgeSpec:
+    """A judge that compares the log-probabilities of label continuations.
+
+    The prompt is ``shots + query`` with ``{text}`` in ``query`` replaced by the
+    candidate; ``shots`` (few-shot examples) is the same for every candidate, so a
+    backend can cache it. The score is the probability of ``labels[0]`` after a softmax
+    over ``logit_scale * log P(label)``: ``logit_scale`` > 1 spreads a weak judge's
+    probabilities towards 0 and 1, where the paper's bins are dense.
+    """
+
+    name: str
+    query: str
+    labels: tuple[str, ...]
+    shots: str = ""
+    logit_scale: float = 1.0
+
+    def prompt_parts(self, text: str) -> tuple[str, str]:
+        """Returns (shared prefix, candidate-specific suffix) of the judge prompt."""
+        return self.shots, self.query.replace(TEXT, text)
+
+
+@dataclasses.dataclass(frozen=True)
+class Measure:
+    """A diversity axis: a label judge and the bin edges of its value in [0, 1]."""
+
+    judge: LabelJudgeSpec
+    edges: tuple[float, ...]
+    axis_label: str
+
+    @property
+    def name(self) -> str:
+        return self.judge.name
+
+    @property
+    def num_bins(self) -> int:
+        return len(self.edges) - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Domain:
+    """Everything the engine needs to know about one kind of text."""
+
+    name: str
+    version: int
+    description: str
+    lmx: LMXPrompt
+    seeds: tuple[str, ...]
+    generation: Generation
+    quality: LabelJudgeSpec
+    measures: tuple[Measure, ...]
+
+    @property
+    def dims(self) -> tuple[int, ...]:
+        return tuple(m.num_bins for m in self.measures)
+
+
+_DOMAIN_KEYS = {"name", "version", "description", "lmx", "seeds", "generation", "quality", "measures"}
+_JUDGE_KEYS = {"name", "query", "labels", "shots", "logit_scale"}
+_MEASURE_KEYS = _JUDGE_KEYS | {"edges", "axis_label"}
+
+
+def _judge(node: Mapping[str, Any], where: str, keys: set[str] = _JUDGE_KEYS) -> LabelJudgeSpec:
+    _check_keys(node, keys, where)
+    query = str(_require(node, "query", where))
+    if TEXT not in query:
+        raise ConfigError(f"{where}.query must contain the placeholder {TEXT} (where the candidate text goes)")
+    labels = tuple(str(x) for x in _require(node, "labels", where))
+    if len(labels) < 2 or len(set(labels)) != len(labels):
+        raise ConfigError(f"{where}.labels must be at least two distinct strings, got {list(labels)}")
+    scale = float(node.get("logit_scale", 1.0))
+    if not scale > 0:
+        raise ConfigError(f"{where}.logit_scale must be > 0, got {scale}")
+    return LabelJudgeSpec(
+        name=str(_require(node, "name", where)),
+        query=query,
+        labels=labels,
+        shots=str(node.get("shots") or ""),
+        logit_scale=scale,
+    )
+
+
+def _measure(node: Mapping[str, Any], where: str) -> Measure:
+    judge = _judge(node, where, _MEASURE_KEYS)
+    edges = np.asarray(_require(node, "edges", where), dtype=float)
+    if edges.ndim != 1 or len(edges) < 2 or not np.all(np.diff(edges) > 0):
+        raise ConfigError(f"{where}.edges must be an increasing list of at least 2 numbers (bin boundaries)")
+    if edges[0] > 0 or edges[-1] < 1:
+        raise ConfigError(f"{where}.edges must span [0, 1] (first <= 0, last >= 1), got [{edges[0]}, {edges[-1]}]")
+    label = str(node.get("axis_label") or judge.name)
+    return Measure(judge=judge, edges=tuple(float(e) for e in edges), axis_label=label)
+
+
+def domain_from_config(node: Mapping[str, Any]) -> Domain:
+    """Validates a domain config node and builds a :class:`Domain`.
+
+    Args:
+        node: The composed ``domain`` config (a mapping, e.g. an OmegaConf DictConfig).
+
+    Raises:
+        ConfigError: A field is missing, unknown or invalid; the message names it.
+    """
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=True)
+    where = f"domain {node.get('name', '?')}"
+    _check_keys(node, _DOMAIN_KEYS, where)
+    lmx_node = dict(_require(node, "lmx", where))
+    _check_keys(lmx_node, {"instruction", "separator", "num_examples"}, f"{where}.lmx")
+    lmx = LMXPrompt(
+        instruction=str(_require(lmx_node, "instruction", f"{where}.lmx")),
+        separator=str(lmx_node.get("separator", "\n###\n")),
+        num_examples=int(lmx_node.get("num_examples", 3)),
+    )
+    seeds = tuple(str(s).strip() for s in _require(node, "seeds", where))
+    if len(seeds) < 1 or not all(seeds):
+        raise ConfigError(f"{where}.seeds must be a non-empty list of non-empty texts")
+    if lmx.num_examples < 1:
+        raise ConfigError(f"{where}.lmx.num_examples must be >= 1")
+    gen_node = dict(node.get("generation") or {})
+    _check_keys(gen_node, {f.name for f in dataclasses.fields(Generation)}, f"{where}.generation")
+    if "stop" in gen_node:
+        gen_node["stop"] = tuple(gen_node["stop"])
+    generation = Generation(**gen_node)
+    if generation.max_tokens < 1:
+        raise ConfigError(f"{where}.generation.max_tokens must be >= 1")
+    measures_node = _require(node, "measures", where)
+    if not measures_node:
+        raise ConfigError(f"{where}.measures must list at least one measure")
+    measures = tuple(_measure(m, f"{where}.measures[{i}]") for i, m in enumerate(measures_node))
+    return Domain(
+        name=str(_require(node, "name", where)),
+        version=int(node.get("version", 1)),
+        description=str(node.get("description", "")),
+        lmx=lmx,
+        seeds=seeds,
+        generation=generation,
+        quality=_judge(_require(node, "quality", where), f"{where}.quality"),
+        measures=measures,
+    )

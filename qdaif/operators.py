@@ -1,0 +1,102 @@
+"""Mutation operators: each turns the archive into a batch of LM prompts."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from qdaif.archive import EdgeGridArchive
+from qdaif.domain import LMXPrompt
+
+__all__ = ["Proposal", "SeededInit", "LMXNear", "lmx_near_weights", "seed_ref"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Proposal:
+    """A prompt to send to the generator and where its examples came from.
+
+    Attributes:
+        prompt: The text given to the LM.
+        operator: Name of the operator that built it.
+        parents: Candidate ids of the few-shot examples (``"seed:K"`` for seed text K).
+    """
+
+    prompt: str
+    operator: str
+    parents: tuple
+
+
+def seed_ref(k: int) -> str:
+    """Returns the parent reference of seed text ``k``."""
+    return f"seed:{k}"
+
+
+class SeededInit:
+    """LMX over the domain's seed texts: ``num_examples`` seeds in a random order.
+
+    Args:
+        lmx: The domain's LMX prompt.
+        seeds: Seed texts.
+    """
+
+    name = "seeded_init"
+
+    def __init__(self, *, lmx: LMXPrompt, seeds: tuple[str, ...]) -> None:
+        self.lmx = lmx
+        self.seeds = seeds
+
+    def propose(self, archive: EdgeGridArchive, rng: np.random.Generator, n: int) -> list[Proposal]:
+        k = min(self.lmx.num_examples, len(self.seeds))
+        out = []
+        for _ in range(n):
+            pick = rng.choice(len(self.seeds), size=k, replace=False)
+            out.append(Proposal(self.lmx.render([self.seeds[i] for i in pick]), self.name, tuple(seed_ref(int(i)) for i in pick)))
+        return out
+
+
+def lmx_near_weights(parent_cell: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """Sampling weights of elites for LMX-Near: ``1 / (1 + d**3)``, normalised.
+
+    Args:
+        parent_cell: Grid index of the parent, shape ``(measure_dim,)``.
+        cells: Grid indices of the occupied cells, shape ``(num_elites, measure_dim)``.
+
+    Returns:
+        Probabilities, shape ``(num_elites,)``; ``d`` is the Euclidean distance in bins.
+    """
+    d = np.linalg.norm(np.asarray(cells, float) - np.asarray(parent_cell, float), axis=1)
+    w = 1.0 / (1.0 + d**3)
+    return w / w.sum()
+
+
+class LMXNear:
+    """LMX-Near, QDAIF's default operator.
+
+    For each candidate, a parent cell is drawn uniformly from the occupied cells, then
+    ``num_examples`` elites are drawn without replacement with weights that fall with
+    their bin distance to the parent (:func:`lmx_near_weights`) and become the few-shot
+    examples, in the order drawn.
+
+    Args:
+        lmx: The domain's LMX prompt.
+    """
+
+    name = "lmx_near"
+
+    def __init__(self, *, lmx: LMXPrompt) -> None:
+        self.lmx = lmx
+
+    def propose(self, archive: EdgeGridArchive, rng: np.random.Generator, n: int) -> list[Proposal]:
+        data = archive.data(["solution", "id", "index"])
+        if len(data["index"]) < self.lmx.num_examples:
+            raise ValueError(f"LMX-Near needs at least {self.lmx.num_examples} elites, archive has {len(data['index'])}")
+        cells = archive.int_to_grid_index(data["index"])
+        out = []
+        for _ in range(n):
+            parent = rng.integers(len(cells))
+            p = lmx_near_weights(cells[parent], cells)
+            pick = rng.choice(len(cells), size=self.lmx.num_examples, replace=False, p=p)
+            prompt = self.lmx.render([str(data["solution"][i]).strip() for i in pick])
+            out.append(Proposal(prompt, self.name, tuple(int(data["id"][i]) for i in pick)))
+        return out

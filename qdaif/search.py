@@ -1,0 +1,283 @@
+"""The QDAIF loop: propose with LM mutation, judge with LM feedback, keep elites."""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from qdaif.archive import EdgeGridArchive, cells_of, make_archive
+from qdaif.domain import Domain
+from qdaif.feedback import LabelJudge
+from qdaif.lm import LM
+from qdaif.operators import LMXNear, SeededInit
+from qdaif.run_dir import ELITES, HEATMAP, HISTORY, METRICS, RunDir
+
+__all__ = ["SearchState", "Search", "Interrupted", "iteration_seed"]
+
+
+class Interrupted(Exception):
+    """The run was stopped by Ctrl-C or SIGTERM; the run directory is resumable."""
+
+
+def iteration_seed(seed: int, iteration: int) -> int:
+    """Returns the LM sampling seed of an iteration, derived from the run seed alone."""
+    return int(np.random.SeedSequence([seed, iteration]).generate_state(1)[0])
+
+
+@dataclasses.dataclass
+class SearchState:
+    """Everything a resumed run needs besides its config. Pickled in the checkpoint."""
+
+    archive: EdgeGridArchive
+    rng: np.random.Generator
+    iteration: int = 0  # completed iterations
+    evaluations: int = 0  # candidates generated
+    next_id: int = 0
+    dropped_empty: int = 0
+    dropped_nonfinite: int = 0
+    lm_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+    @classmethod
+    def new(cls, domain: Domain, seed: int) -> "SearchState":
+        rng = np.random.default_rng(seed)
+        archive = make_archive([m.edges for m in domain.measures], seed=int(rng.integers(2**31)))
+        return cls(archive=archive, rng=rng)
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    def handler(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+class Search:
+    """Runs QDAIF iterations and records them in a run directory.
+
+    Each iteration makes exactly one ``generate`` call (``batch_size`` prompts) and one
+    judge ``score`` call, adds the judged candidates to the archive, appends to
+    ``history.jsonl`` and ``metrics.jsonl``, rewrites ``elites.jsonl`` and writes the
+    checkpoint.
+
+    Args:
+        domain: What is searched.
+        lm: The generator.
+        judge_lm: The judge model (often the same object as ``lm``).
+        run_dir: Where the run is recorded.
+        state: Search state, new or loaded from a checkpoint.
+        batch_size: Candidates per iteration.
+        seed: The run's seed; LM sampling seeds derive from it and the iteration.
+        init_evaluations: Seeded-init budget in generated candidates.
+        min_init_cells: Seeded init goes on until this many cells are filled.
+        plot_every: Iterations between heatmap refreshes (0: only at the end).
+    """
+
+    def __init__(
+        self,
+        *,
+        domain: Domain,
+        lm: LM,
+        judge_lm: LM,
+        run_dir: RunDir,
+        state: SearchState,
+        batch_size: int,
+        seed: int,
+        init_evaluations: int = 50,
+        min_init_cells: int = 3,
+        plot_every: int = 0,
+    ) -> None:
+        self.domain = domain
+        self.lm = lm
+        self.judge = LabelJudge(domain=domain, lm=judge_lm)
+        self.run_dir = run_dir
+        self.state = state
+        self.batch_size = batch_size
+        self.seed = seed
+        self.init_evaluations = init_evaluations
+        self.min_init_cells = max(min_init_cells, domain.lmx.num_examples)
+        self.plot_every = plot_every
+        self.init_op = SeededInit(lmx=domain.lmx, seeds=domain.seeds)
+        self.mutate_op = LMXNear(lmx=domain.lmx)
+
+    # ------------------------------------------------------------------ steps
+    def _operator(self):
+        s = self.state
+        if s.evaluations < self.init_evaluations or len(s.archive) < self.min_init_cells:
+            return self.init_op
+        return self.mutate_op
+
+    def step(self) -> dict[str, Any]:
+        """Runs one iteration; returns its metrics line."""
+        t_start = time.perf_counter()
+        s, gen = self.state, self.domain.generation
+        iteration = s.iteration + 1
+        op = self._operator()
+        proposals = op.propose(s.archive, s.rng, self.batch_size)
+
+        t0 = time.perf_counter()
+        raw = self.lm.generate(
+            [p.prompt for p in proposals],
+            max_tokens=gen.max_tokens,
+            temperature=gen.temperature,
+            top_p=gen.top_p,
+            stop=gen.stop,
+            seed=iteration_seed(self.seed, iteration),
+        )
+        lm_seconds = time.perf_counter() - t0
+        texts = [t.strip() for t in raw]
+        keep = [i for i, t in enumerate(texts) if t]
+        t0 = time.perf_counter()
+        ev = self.judge.evaluate([texts[i] for i in keep])
+        lm_seconds += time.perf_counter() - t0
+
+        ok = ev.finite
+        kept = [keep[j] for j in np.flatnonzero(ok)]
+        n_ok = len(kept)
+        ids = np.arange(s.next_id, s.next_id + n_ok, dtype=np.int64)
+        quality, measures = ev.quality[ok], ev.measures[ok]
+        before = len(s.archive)
+        if n_ok:
+            s.archive.add(
+                solution=np.array([texts[i] for i in kept], dtype=object),
+                objective=quality,
+                measures=measures,
+                id=ids,
+                iteration=np.full(n_ok, iteration, dtype=np.int32),
+            )
+            # pyribs reports NEW for every candidate of a batch that lands in an empty
+            # cell, though only the best is kept: ask the archive who holds each cell.
+            accepted = s.archive.retrieve(measures)[1]["id"] == ids
+            cells = cells_of(s.archive, measures)
+        else:
+            accepted, cells = np.zeros(0, dtype=bool), np.zeros((0, len(self.domain.measures)), dtype=int)
+        new_cells = len(s.archive) - before
+        labels = {name: p[ok] for name, p in ev.label_probs.items()}
+        history = [
+            {
+                "id": int(ids[j]),
+                "iteration": iteration,
+                "operator": proposals[i].operator,
+                "parents": list(proposals[i].parents),
+                "text": texts[i],
+                "quality": float(quality[j]),
+                "measures": measures[j].tolist(),
+                "cell": cells[j].tolist(),
+                "accepted": bool(accepted[j]),
+                "labels": {name: p[j].round(6).tolist() for name, p in labels.items()},
+            }
+            for j, i in enumerate(kept)
+        ]
+        s.iteration = iteration
+        s.evaluations += len(proposals)
+        s.next_id += n_ok
+        dropped_empty = len(texts) - len(keep)
+        dropped_nonfinite = len(keep) - n_ok
+        s.dropped_empty += dropped_empty
+        s.dropped_nonfinite += dropped_nonfinite
+        stats = s.archive.stats
+
+        self.run_dir.append(HISTORY, history)
+        self.run_dir.write_jsonl(ELITES, self.elites())
+        wall = time.perf_counter() - t_start
+        s.lm_seconds += lm_seconds
+        s.wall_seconds += wall
+        metrics = {
+            "iteration": iteration,
+            "evaluations": s.evaluations,
+            "qd_score": float(stats.qd_score),
+            "coverage": float(stats.coverage),
+            "max_quality": None if stats.obj_max is None else float(stats.obj_max),
+            "num_elites": int(stats.num_elites),
+            "operator": op.name,
+            "new_cells": new_cells,
+            "improved": int(accepted.sum()) - new_cells,
+            "dropped_empty": dropped_empty,
+            "dropped_nonfinite": dropped_nonfinite,
+            "lm_seconds": round(lm_seconds, 4),
+            "wall_seconds": round(wall, 4),
+            "elapsed_seconds": round(s.wall_seconds, 3),
+        }
+        self.run_dir.append(METRICS, [metrics])
+        self.run_dir.save_checkpoint(s)
+        if self.plot_every and iteration % self.plot_every == 0:
+            self.plot()
+        return metrics
+
+    def elites(self) -> list[dict[str, Any]]:
+        """The archive as JSON rows: text, quality, measures, cell, id, iteration."""
+        a = self.state.archive
+        d = a.data()
+        cells = a.int_to_grid_index(d["index"]) if len(d["index"]) else np.zeros((0, len(a.dims)), int)
+        order = np.lexsort(cells.T[::-1]) if len(cells) else []
+        return [
+            {
+                "text": d["solution"][k],
+                "quality": float(d["objective"][k]),
+                "measures": d["measures"][k].tolist(),
+                "cell": cells[k].tolist(),
+                "id": int(d["id"][k]),
+                "iteration": int(d["iteration"][k]),
+            }
+            for k in order
+        ]
+
+    def plot(self) -> None:
+        from qdaif.plot import plot_heatmap
+
+        plot_heatmap(
+            self.state.archive,
+            axis_labels=[m.axis_label for m in self.domain.measures],
+            path=self.run_dir.file(HEATMAP),
+            title=f"{self.domain.name}, iteration {self.state.iteration}",
+        )
+
+    # ------------------------------------------------------------------- runs
+    def run(self, iterations: int, *, progress: bool = True) -> SearchState:
+        """Runs until ``iterations`` iterations are complete in total.
+
+        Raises:
+            Interrupted: Ctrl-C or SIGTERM; the state of the last finished iteration is
+                on disk (checkpoint, elites, heatmap).
+        """
+        from tqdm.auto import tqdm
+
+        s = self.state
+        if s.iteration == 0:
+            self.run_dir.save_checkpoint(s)
+        bar = tqdm(total=iterations, initial=min(s.iteration, iterations), disable=not progress,
+                   desc=self.domain.name, unit="it", dynamic_ncols=True)
+        try:
+            with _sigterm_as_interrupt():
+                while s.iteration < iterations:
+                    m = self.step()
+                    bar.update(1)
+                    rate = s.evaluations / s.wall_seconds if s.wall_seconds else 0.0
+                    bar.set_postfix(evals=m["evaluations"], qd=f"{m['qd_score']:.2f}",
+                                    cov=f"{m['coverage']:.0%}", ev_s=f"{rate:.1f}", refresh=False)
+        except KeyboardInterrupt:
+            bar.close()
+            # The archive may hold part of an unfinished iteration: go back to the
+            # checkpoint so that what is on disk is one consistent state.
+            self.state = s = self.run_dir.load_checkpoint()
+            self.run_dir.write_jsonl(ELITES, self.elites())
+            self.plot()
+            raise Interrupted(f"interrupted after iteration {s.iteration}") from None
+        bar.close()
+        self.plot()
+        return s
