@@ -92,7 +92,7 @@ class TransformersLM(LM):
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = "left"
         self._dtype = str(self.model.dtype).removeprefix("torch.")
-        self._versions = {"torch": torch.__version__, "transformers": transformers.__version__}
+        self._versions = {"torch": str(torch.__version__), "transformers": str(transformers.__version__)}
         self._prefix_cache: collections.OrderedDict[tuple[int, ...], Any] = collections.OrderedDict()
         self._prefix_cache_size = prefix_cache_size
         # transformers 5 renamed the forward argument `past_key_values` to `cache`.
