@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,21 +27,26 @@ def _digest(*parts: object) -> int:
 class ScriptedFakeLM(LM):
     """Scripted stand-in for an LM: a pure function of its inputs, with call counters.
 
-    ``generate`` returns a few words chosen by hashing (prompt, seed); prompts that
-    contain ``"<empty>"`` give an empty string and ``"<nan>"`` a text the fake judge
-    scores as NaN, so the engine's handling of bad generations can be tested.
-    ``score`` gives each continuation a log-probability that depends on the text after
-    the prompt's last ``"Text:"`` and on the continuation, so the same text always lands
-    in the same cell. Use it only for tests of the engine, never for results.
+    ``generate`` returns a few words chosen by hashing (prompt, seed, row). ``score``
+    gives each continuation a log-probability that depends only on the prompt's text
+    after its last ``"Text:"`` and on the continuation, so the same text always lands
+    in the same cell. In each ``generate`` batch, every ``empty_every``-th row is
+    whitespace and every ``nonfinite_every``-th row gets NaN judge scores, to exercise
+    the engine's handling of bad LM output. Use it for tests of the engine, never for
+    results.
 
     Args:
-        vocabulary: Words the fake generator samples from.
         max_words: Longest fake generation, in words.
+        empty_every: Make every k-th row of a batch whitespace-only (0: never).
+        nonfinite_every: Give every k-th row of a batch NaN judge scores (0: never).
+        delay: Seconds each call sleeps, to simulate a slow model.
     """
 
-    def __init__(self, *, vocabulary: Sequence[str] = _WORDS, max_words: int = 8) -> None:
-        self.vocabulary = list(vocabulary)
+    def __init__(self, *, max_words: int = 8, empty_every: int = 0, nonfinite_every: int = 0, delay: float = 0.0) -> None:
         self.max_words = max_words
+        self.empty_every = empty_every
+        self.nonfinite_every = nonfinite_every
+        self.delay = delay
         self.generate_calls: list[int] = []  # batch size of each call
         self.score_calls: list[int] = []
 
@@ -49,26 +55,28 @@ class ScriptedFakeLM(LM):
 
     def generate(self, prompts, *, max_tokens, temperature=1.0, top_p=1.0, stop=(), seed=None):
         self.generate_calls.append(len(prompts))
+        time.sleep(self.delay)
         out = []
         for row, p in enumerate(prompts):
-            if "<empty>" in p:
-                out.append("   ")
+            if self.empty_every and (row + 1) % self.empty_every == 0:
+                out.append("  \n ")
                 continue
             h = _digest(p, seed, temperature, row)
             n = 2 + h % (self.max_words - 1)
-            words = [self.vocabulary[(h >> (4 * k)) % len(self.vocabulary)] for k in range(min(n, max_tokens))]
+            words = [_WORDS[(h >> (4 * k)) % len(_WORDS)] for k in range(min(n, max_tokens))]
             text = " " + " ".join(words) + "."
-            if "<nan>" in p:
-                text += " <nan>"
+            if self.nonfinite_every and (row + 1) % self.nonfinite_every == 0:
+                text += " [nonfinite]"
             out.append(cut_at_stop(text, stop))
         return out
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
         self.score_calls.append(len(requests))
+        time.sleep(self.delay)
         out = []
         for r in requests:
             text = r.prompt.rsplit("Text:", 1)[-1]
-            if "<nan>" in text:
+            if "[nonfinite]" in text:
                 out.append([math.nan] * len(r.continuations))
                 continue
             out.append([-((_digest(text, c) % 1000) / 250.0) for c in r.continuations])
