@@ -1,8 +1,11 @@
 """Command line: ``python -m qdaif <command> [key=value ...]``.
 
 Commands:
-  run     Search (Hydra overrides; ``resume=DIR`` continues a run).
-  judge   Score texts from a file with a domain's judge (``input=FILE [output=FILE]``).
+  run         Search (Hydra overrides; ``resume=DIR`` continues a run).
+  judge       Score texts from a file with a domain's judge (``input=FILE [output=FILE]``).
+  plot        Heatmap and progress plots of a run, or its evolution as an animation.
+  report      A self-contained HTML archive browser of a run.
+  human-eval  Blinded export of elites for human raters, and analysis of their ratings.
 """
 
 from __future__ import annotations
@@ -25,6 +28,11 @@ commands:
            resume: python -m qdaif run resume=runs/opinions/<date_time> [iterations=M]
            sweep:  python -m qdaif run -m seed=0,1,2
   judge    python -m qdaif judge domain=opinions input=texts.jsonl [output=scores.jsonl]
+  plot     python -m qdaif plot DIR [--out OUT] [--equal-bins] [--animate --frames N]
+  report   python -m qdaif report DIR [--out FILE]
+  human-eval
+           python -m qdaif human-eval export DIR[=METHOD] [DIR ...] --per-cell K --out OUT
+           python -m qdaif human-eval import OUT RATINGS [RATINGS ...]
 
 Any key of configs/config.yaml can be overridden (e.g. model=hf model.name=<folder>,
 hydra.run.dir=DIR). Runs are written to runs/<domain>/<date_time>/.
@@ -331,7 +339,77 @@ def _judge_command(args: list[str]) -> None:
             out.close()
 
 
-COMMANDS = {"run": _run_command, "judge": _judge_command}
+# ------------------------------------------------ plot, report, human-eval
+def _plot_command(args: list[str]) -> None:
+    import argparse
+
+    from qdaif.plot import animate_run, load_run, plot_run
+
+    p = argparse.ArgumentParser(prog="python -m qdaif plot", description="Draw a run's archive and progress.")
+    p.add_argument("dir", metavar="DIR", help="run directory")
+    p.add_argument("--out", help="output folder (default: DIR)")
+    p.add_argument("--equal-bins", action="store_true", help="draw every bin with the same width")
+    p.add_argument("--animate", action="store_true", help="write the archive's evolution (evolution.gif/.mp4)")
+    p.add_argument("--frames", type=int, default=40, help="snapshots in the animation (default 40)")
+    p.add_argument("--format", choices=("gif", "mp4"), default="gif", help="animation format (mp4 needs ffmpeg)")
+    p.add_argument("--fps", type=float, default=5.0, help="animation frames per second")
+    a = p.parse_args(args)
+    run = load_run(a.dir)
+    out = Path(a.out) if a.out else run.path
+    if a.animate:
+        path = out / f"evolution.{a.format}"
+        frames = animate_run(run, path=path, frames=a.frames, equal_bins=a.equal_bins, fps=a.fps)
+        print(f"qdaif: wrote {path} ({frames} frames)")
+        return
+    for path in plot_run(run, out=out, equal_bins=a.equal_bins):
+        print(f"qdaif: wrote {path}")
+
+
+def _report_command(args: list[str]) -> None:
+    import argparse
+
+    from qdaif.report import write_report
+
+    p = argparse.ArgumentParser(prog="python -m qdaif report", description="Write a run's self-contained HTML report.")
+    p.add_argument("dir", metavar="DIR", help="run directory")
+    p.add_argument("--out", help="output file (default: DIR/report.html)")
+    a = p.parse_args(args)
+    print(f"qdaif: wrote {write_report(a.dir, out=a.out)}")
+
+
+def _human_eval_command(args: list[str]) -> None:
+    import argparse
+    import warnings
+
+    from qdaif import human_eval as he
+
+    p = argparse.ArgumentParser(prog="python -m qdaif human-eval", description="Blinded human evaluation of runs.")
+    sub = p.add_subparsers(dest="action", required=True)
+    e = sub.add_parser("export", help="sample elites of runs into a blinded rating set")
+    e.add_argument("runs", nargs="+", metavar="DIR[=METHOD]", help="run directories; =METHOD names a run's method")
+    e.add_argument("--per-cell", type=int, default=1, help="texts per filled cell of each run (default 1)")
+    e.add_argument("--out", required=True, help="output folder")
+    e.add_argument("--seed", type=int, default=0, help="seed of the shuffle")
+    i = sub.add_parser("import", help="analyse raters' files for an export")
+    i.add_argument("out", metavar="OUT", help="the export folder (holding key.json)")
+    i.add_argument("ratings", nargs="+", metavar="RATINGS", help="CSV files or Label Studio JSON exports")
+    a = p.parse_args(args)
+    if a.action == "export":
+        key = he.export_items(a.runs, out=a.out, per_cell=a.per_cell, seed=a.seed)
+        print(f"qdaif: wrote {len(key['items'])} items from {len(key['runs'])} run(s) to {a.out}: give raters "
+              f"{he.ITEMS_CSV} or {he.LS_TASKS} with {he.LS_CONFIG}, and {he.INSTRUCTIONS}; keep {he.KEY} from them")
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", he.RatingsWarning)
+        result = he.import_ratings(a.out, a.ratings)
+    for w in result.warnings:
+        print(f"qdaif: warning: {w}", file=sys.stderr)
+    print(result.to_markdown())
+    print(f"qdaif: wrote {he.RESULTS_MD}, {he.RESULTS_CSV} and {he.AGREEMENT_CSV} in {a.out}")
+
+
+COMMANDS = {"run": _run_command, "judge": _judge_command, "plot": _plot_command, "report": _report_command,
+            "human-eval": _human_eval_command}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -343,8 +421,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     command, rest = args[0], args[1:]
     if command not in COMMANDS:
         _fail(f"unknown command {command!r}; commands: {', '.join(COMMANDS)}")
-    if any(a in ("-h", "--help") for a in rest):
-        print(USAGE)
+    if command in ("run", "judge") and any(a in ("-h", "--help") for a in rest):
+        print(USAGE)  # the other commands have their own argparse help
         return
     try:
         COMMANDS[command](rest)

@@ -1,74 +1,558 @@
-"""Pictures of an archive. matplotlib is imported lazily, with a file-only backend."""
+"""Pictures of a run: the archive heatmap, the search's progress, and the archive's evolution.
+
+Everything here is drawn from a run directory's plain files (``config.yaml``,
+``elites.jsonl``, ``metrics.jsonl``, ``history.jsonl``), never from the checkpoint, so
+that any finished, interrupted or copied run can be drawn without pyribs' pickles.
+matplotlib is imported lazily and only its file backends are used.
+
+A measure in ``config.yaml`` has either ``edges`` (bin boundaries of a value in
+[0, 1], possibly non-uniform) or ``categories`` (one name per cell: cell ``k`` holds
+category ``k``).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from qdaif.archive import EdgeGridArchive
+from qdaif.errors import ConfigError, RunDirError
+from qdaif.run_dir import CONFIG, ELITES, HEATMAP, HISTORY, METRICS, RunDir
 
-__all__ = ["plot_heatmap"]
+__all__ = [
+    "Axis",
+    "RunData",
+    "axes_from_config",
+    "load_run",
+    "as_run",
+    "quality_grid",
+    "heatmap_figure",
+    "progress_figure",
+    "snapshots",
+    "plot_run",
+    "animate_run",
+    "plot_heatmap",
+    "PROGRESS",
+]
+
+PROGRESS = "progress.png"
+EMPTY_COLOUR = "#e6e6e6"
 
 
-def _edge_labels(edges: np.ndarray) -> list[str]:
-    return [f"{e:g}" for e in edges]
+@dataclasses.dataclass(frozen=True)
+class Axis:
+    """One measure of an archive, as it is drawn and labelled.
+
+    Exactly one of ``edges`` and ``categories`` is set.
+
+    Attributes:
+        name: The measure's name (its judge's name).
+        label: Axis label for plots.
+        edges: Bin boundaries, shape ``(bins + 1,)``, increasing; None for a categorical axis.
+        categories: One name per bin; None for a numeric axis.
+        labels: The judge's label words, stripped (e.g. ``("positive", "negative")``).
+    """
+
+    name: str
+    label: str
+    edges: tuple[float, ...] | None = None
+    categories: tuple[str, ...] | None = None
+    labels: tuple[str, ...] = ()
+
+    @property
+    def categorical(self) -> bool:
+        return self.categories is not None
+
+    @property
+    def bins(self) -> int:
+        return len(self.categories) if self.categories is not None else len(self.edges) - 1
+
+    def bin_names(self) -> list[str]:
+        """Returns one readable name per bin: the category, or ``[lo, hi)`` of the edges."""
+        if self.categories is not None:
+            return list(self.categories)
+        e = self.edges
+        return [f"[{e[k]:g}, {e[k + 1]:g}{']' if k == len(e) - 2 else ')'}" for k in range(len(e) - 1)]
+
+    def edge_labels(self) -> list[str]:
+        """Returns the edges as short strings, shape ``(bins + 1,)``; empty for a categorical axis."""
+        return [] if self.edges is None else [f"{e:g}" for e in self.edges]
 
 
-def plot_heatmap(archive: EdgeGridArchive, *, axis_labels: list[str], path: str | Path, title: str = "") -> Path:
-    """Draws the archive's elite quality per cell and saves it as a PNG.
-
-    Cells are drawn with equal widths so that the narrow bins near 0 and 1 stay
-    visible; tick labels give the true edges. A 1D archive is drawn as a strip.
+def axes_from_config(config: Mapping[str, Any], *, where: str = CONFIG) -> list[Axis]:
+    """Reads the measures of a run's resolved config.
 
     Args:
-        archive: A 1D or 2D archive.
+        config: The run's config (``config.yaml`` as a mapping).
+        where: Names the source in error messages.
+
+    Returns:
+        One :class:`Axis` per measure, in cell-index order.
+
+    Raises:
+        RunDirError: The config has no ``domain.measures``, or a measure has neither (or
+            both) ``edges`` and ``categories``, or invalid ones.
+    """
+    measures = (config.get("domain") or {}).get("measures") if isinstance(config, Mapping) else None
+    if not measures:
+        raise RunDirError(f"{where} has no domain.measures; is this a qdaif run directory?")
+    axes = []
+    for i, m in enumerate(measures):
+        at = f"{where}: domain.measures[{i}]"
+        if not isinstance(m, Mapping) or not m.get("name"):
+            raise RunDirError(f"{at} has no name")
+        has_edges, has_cats = m.get("edges") is not None, m.get("categories") is not None
+        if has_edges == has_cats:
+            raise RunDirError(f"{at} ({m['name']}) needs exactly one of 'edges' and 'categories'")
+        labels = tuple(str(x).strip() for x in (m.get("labels") or ()))
+        label = str(m.get("axis_label") or m["name"])
+        if has_cats:
+            cats = tuple(str(c) for c in m["categories"])
+            if not cats or len(set(cats)) != len(cats):
+                raise RunDirError(f"{at}.categories must be distinct names, got {list(cats)}")
+            axes.append(Axis(name=str(m["name"]), label=label, categories=cats, labels=labels))
+            continue
+        try:
+            edges = np.asarray(m["edges"], dtype=float)
+        except (TypeError, ValueError):
+            raise RunDirError(f"{at}.edges must be numbers") from None
+        if edges.ndim != 1 or len(edges) < 2 or not np.all(np.diff(edges) > 0):
+            raise RunDirError(f"{at}.edges must be an increasing list of at least 2 numbers")
+        axes.append(Axis(name=str(m["name"]), label=label, edges=tuple(edges.tolist()), labels=labels))
+    return axes
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise RunDirError(f"{path}:{n}: invalid JSON ({e.msg}); the file is damaged") from None
+    return rows
+
+
+def quality_grid(rows: Sequence[Mapping[str, Any]], dims: Sequence[int]) -> np.ndarray:
+    """Returns the best quality per cell of ``rows`` (elites or history rows).
+
+    Args:
+        rows: Mappings with ``cell`` (one bin index per measure) and ``quality``.
+        dims: Bins per measure.
+
+    Returns:
+        Array of shape ``dims``, NaN where no row falls.
+    """
+    grid = np.full(tuple(dims), np.nan)
+    for r in rows:
+        c = tuple(r["cell"])
+        q = float(r["quality"])
+        if not q <= grid[c]:  # also true where grid is NaN
+            grid[c] = q
+    return grid
+
+
+@dataclasses.dataclass
+class RunData:
+    """The plain files of one run directory, read once.
+
+    Attributes:
+        path: The run directory.
+        config: ``config.yaml`` as a dict.
+        axes: One :class:`Axis` per measure.
+        elites: Rows of ``elites.jsonl``.
+        metrics: Rows of ``metrics.jsonl``.
+        history: Rows of ``history.jsonl``.
+    """
+
+    path: Path
+    config: dict[str, Any]
+    axes: list[Axis]
+    elites: list[dict[str, Any]]
+    metrics: list[dict[str, Any]]
+    history: list[dict[str, Any]]
+
+    @property
+    def dims(self) -> tuple[int, ...]:
+        return tuple(a.bins for a in self.axes)
+
+    @property
+    def cells(self) -> int:
+        return int(np.prod(self.dims))
+
+    @property
+    def domain_name(self) -> str:
+        return str((self.config.get("domain") or {}).get("name") or self.path.name)
+
+    def grid(self) -> np.ndarray:
+        """Elite quality per cell, shape ``dims``, NaN where empty."""
+        return quality_grid(self.elites, self.dims)
+
+    def summary(self) -> dict[str, float]:
+        """QD score (sum of elite qualities), coverage, best quality and elite count of ``elites.jsonl``."""
+        q = [float(e["quality"]) for e in self.elites]
+        return {
+            "qd_score": float(sum(q)),
+            "coverage": len(q) / self.cells,
+            "max_quality": max(q) if q else float("nan"),
+            "num_elites": len(q),
+        }
+
+
+def _check_cells(rows: list[dict[str, Any]], dims: tuple[int, ...], path: Path) -> None:
+    for n, r in enumerate(rows, 1):
+        c = r.get("cell")
+        if (not isinstance(c, list) or len(c) != len(dims)
+                or not all(isinstance(k, int) and 0 <= k < d for k, d in zip(c, dims))
+                or not isinstance(r.get("quality"), (int, float))):
+            raise RunDirError(f"{path} row {n}: cell {c!r} does not fit the archive's bins {list(dims)} "
+                              "or the row has no numeric quality")
+
+
+def load_run(path: str | Path) -> RunData:
+    """Reads a run directory's config and JSONL files.
+
+    Args:
+        path: A qdaif run directory.
+
+    Returns:
+        The run's data.
+
+    Raises:
+        RunDirError: ``path`` is missing, has no ``config.yaml`` or ``elites.jsonl``, or a
+            file is damaged or does not fit the config's measures.
+    """
+    p = Path(path)
+    if not p.is_dir():
+        raise RunDirError(f"run directory {str(p)!r} does not exist")
+    if not (p / CONFIG).is_file():
+        raise RunDirError(f"{str(p)!r} is not a qdaif run directory (no {CONFIG})")
+    if not (p / ELITES).is_file():
+        raise RunDirError(f"{str(p)!r} has no {ELITES} yet: the run has not finished an iteration")
+    config = RunDir(p).read_config()
+    axes = axes_from_config(config, where=str(p / CONFIG))
+    run = RunData(path=p, config=config, axes=axes, elites=_read_jsonl(p / ELITES),
+                  metrics=_read_jsonl(p / METRICS), history=_read_jsonl(p / HISTORY))
+    _check_cells(run.elites, run.dims, p / ELITES)
+    _check_cells(run.history, run.dims, p / HISTORY)
+    return run
+
+
+def as_run(run: RunData | str | Path) -> RunData:
+    """Returns ``run`` if it is loaded, else loads the run directory it names (see :func:`load_run`)."""
+    return run if isinstance(run, RunData) else load_run(run)
+
+
+# ------------------------------------------------------------------ drawing
+def _colormap():
+    import matplotlib
+
+    return matplotlib.colormaps["viridis"].with_extremes(bad=EMPTY_COLOUR)
+
+
+def _colour_range(values: np.ndarray) -> tuple[float, float]:
+    """Qualities are probabilities in [0, 1]; widen the scale only for a judge that leaves it."""
+    finite = values[np.isfinite(values)]
+    if not len(finite):
+        return 0.0, 1.0
+    return min(0.0, float(finite.min())), max(1.0, float(finite.max()))
+
+
+def _coords(axis: Axis, equal_bins: bool) -> np.ndarray:
+    if axis.categorical or equal_bins:
+        return np.arange(axis.bins + 1, dtype=float)
+    return np.asarray(axis.edges, dtype=float)
+
+
+def _format_axis(ax, which: str, axis: Axis, equal_bins: bool) -> None:
+    from matplotlib.ticker import FixedLocator
+
+    set_ticks, set_lim, set_label = (
+        (ax.set_xticks, ax.set_xlim, ax.set_xlabel) if which == "x" else (ax.set_yticks, ax.set_ylim, ax.set_ylabel)
+    )
+    coords = _coords(axis, equal_bins)
+    set_lim(coords[0], coords[-1])
+    set_label(axis.label)
+    if axis.categorical:
+        names = list(axis.categories)
+        turn = which == "x" and (axis.bins > 6 or max(map(len, names)) > 10)
+        set_ticks(np.arange(axis.bins) + 0.5, names, fontsize=8, **({"rotation": 45, "ha": "right"} if turn else {}))
+    elif equal_bins:
+        set_ticks(coords, axis.edge_labels(), rotation=90 if which == "x" and axis.bins > 10 else 0, fontsize=7)
+    else:  # to scale: ordinary numeric ticks, bin boundaries as minor ticks
+        (ax.xaxis if which == "x" else ax.yaxis).set_minor_locator(FixedLocator(coords))
+        ax.tick_params(axis=which, which="minor", length=3)
+
+
+def _draw_grid(ax, grid: np.ndarray, axes: Sequence[Axis], *, equal_bins: bool, vmin: float, vmax: float):
+    """Draws ``grid`` (shape ``dims``) on ``ax``; returns the QuadMesh."""
+    one_d = len(axes) == 1
+    x = _coords(axes[0], equal_bins)
+    y = np.array([0.0, 1.0]) if one_d else _coords(axes[1], equal_bins)
+    c = grid[None, :] if one_d else grid.T  # pcolormesh wants (rows = y, columns = x)
+    mesh = ax.pcolormesh(x, y, np.ma.masked_invalid(c), cmap=_colormap(), vmin=vmin, vmax=vmax,
+                         edgecolors="white", linewidth=0.3 if not equal_bins else 0.6)
+    _format_axis(ax, "x", axes[0], equal_bins)
+    if one_d:
+        ax.set_yticks([])
+        ax.set_ylim(0, 1)
+    else:
+        _format_axis(ax, "y", axes[1], equal_bins)
+    return mesh
+
+
+def _new_figure(axes: Sequence[Axis]):
+    from matplotlib.figure import Figure
+
+    one_d = len(axes) == 1
+    fig = Figure(figsize=(10, 2.6) if one_d else (8, 6.5), layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def _check_drawable(axes: Sequence[Axis]) -> None:
+    if len(axes) > 2:
+        raise ConfigError(f"heatmaps are drawn for 1 or 2 measures; this run has {len(axes)} "
+                          f"({', '.join(a.name for a in axes)})")
+
+
+def _stats_text(qd: float, filled: int, cells: int) -> str:
+    return f"QD score {qd:.2f}, coverage {filled / cells:.0%} ({filled}/{cells} cells)"
+
+
+def heatmap_figure(run: RunData, *, equal_bins: bool = False, title: str | None = None):
+    """Draws the archive of ``elites.jsonl``: 1D as a strip, 2D as a grid.
+
+    Numeric axes are drawn to scale (a bin's width is its share of the measure's range)
+    unless ``equal_bins``, which gives each bin the same width and labels the ticks
+    with the true edges. Categorical axes are labelled with the category names.
+
+    Args:
+        run: A loaded run.
+        equal_bins: Draw every bin with the same width.
+        title: Figure title (default: domain, QD score and coverage).
+
+    Returns:
+        A ``matplotlib.figure.Figure`` (not registered with pyplot; no need to close it).
+
+    Raises:
+        ConfigError: The run has more than two measures.
+    """
+    _check_drawable(run.axes)
+    grid = run.grid()
+    fig, ax = _new_figure(run.axes)
+    vmin, vmax = _colour_range(grid)
+    mesh = _draw_grid(ax, grid, run.axes, equal_bins=equal_bins, vmin=vmin, vmax=vmax)
+    s = run.summary()
+    ax.set_title(title or f"{run.domain_name}: {_stats_text(s['qd_score'], s['num_elites'], run.cells)}", fontsize=10)
+    fig.colorbar(mesh, ax=ax, label="elite quality (grey: empty)", fraction=0.05, pad=0.02)
+    return fig
+
+
+def progress_figure(run: RunData):
+    """Draws QD score, coverage and best quality against evaluations from ``metrics.jsonl``.
+
+    Args:
+        run: A loaded run.
+
+    Returns:
+        A ``matplotlib.figure.Figure`` with three stacked axes sharing the x axis.
+
+    Raises:
+        RunDirError: ``metrics.jsonl`` is empty or lacks a column.
+    """
+    from matplotlib.figure import Figure
+
+    if not run.metrics:
+        raise RunDirError(f"{run.path / METRICS} is empty or missing: no progress to draw yet")
+    try:
+        x = np.array([m["evaluations"] for m in run.metrics], dtype=float)
+        series = [
+            ("QD score", np.array([m["qd_score"] for m in run.metrics], dtype=float)),
+            ("coverage (%)", 100 * np.array([m["coverage"] for m in run.metrics], dtype=float)),
+            ("best quality", np.array([np.nan if m["max_quality"] is None else m["max_quality"]
+                                       for m in run.metrics], dtype=float)),
+        ]
+    except KeyError as e:
+        raise RunDirError(f"{run.path / METRICS} rows have no {e.args[0]!r}; it was not written by qdaif") from None
+    fig = Figure(figsize=(7, 6.5), layout="constrained")
+    axs = fig.subplots(3, 1, sharex=True)
+    for ax, (label, y) in zip(axs, series):
+        ax.plot(x, y, marker="o", markersize=2.5, linewidth=1.2, color="#31688e")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axs[1].set_ylim(0, 104)
+    axs[-1].set_xlabel("evaluations (generated candidates)")
+    axs[0].set_title(f"{run.domain_name}: search progress over {len(run.metrics)} iterations", fontsize=10)
+    return fig
+
+
+def snapshots(run: RunData, frames: int) -> list[tuple[int, int, np.ndarray]]:
+    """Replays ``history.jsonl`` into ``frames`` archive snapshots, evenly spaced in candidates.
+
+    The archive after the first ``n`` judged candidates holds, per cell, the best quality
+    among them (MAP-Elites keeps the better text), so the last snapshot equals
+    ``elites.jsonl``.
+
+    Args:
+        run: A loaded run.
+        frames: Number of snapshots, 1 to the number of judged candidates.
+
+    Returns:
+        ``frames`` tuples ``(candidates seen, iteration, grid of shape dims)``.
+
+    Raises:
+        RunDirError: ``history.jsonl`` is empty.
+        ConfigError: ``frames`` is out of range.
+    """
+    history = sorted(run.history, key=lambda h: (h["iteration"], h["id"]))
+    if not history:
+        raise RunDirError(f"{run.path / HISTORY} is empty or missing: nothing to animate")
+    if not 1 <= frames <= len(history):
+        raise ConfigError(f"--frames must be between 1 and {len(history)} (the run's judged candidates), got {frames}")
+    ends = np.unique(np.round(np.linspace(0, len(history), frames + 1)[1:]).astype(int))
+    grid = np.full(run.dims, np.nan)
+    out, start = [], 0
+    for end in ends:
+        for h in history[start:end]:
+            c = tuple(h["cell"])
+            if not float(h["quality"]) <= grid[c]:
+                grid[c] = float(h["quality"])
+        out.append((int(end), int(history[end - 1]["iteration"]), grid.copy()))
+        start = end
+    return out
+
+
+def _save(fig, path: Path, dpi: int = 120) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    return path
+
+
+def plot_run(run: RunData | str | Path, *, out: str | Path | None = None, equal_bins: bool = False) -> list[Path]:
+    """Writes ``heatmap.png`` and ``progress.png`` of a run.
+
+    Args:
+        run: A loaded run or its directory.
+        out: Output folder (default: the run directory).
+        equal_bins: Draw every bin with the same width (see :func:`heatmap_figure`).
+
+    Returns:
+        The written files.
+
+    Raises:
+        RunDirError: The run directory is missing or incomplete.
+        ConfigError: The run has more than two measures.
+    """
+    run = as_run(run)
+    out = Path(out) if out is not None else run.path
+    paths = [_save(heatmap_figure(run, equal_bins=equal_bins), out / HEATMAP)]
+    if run.metrics:
+        paths.append(_save(progress_figure(run), out / PROGRESS))
+    return paths
+
+
+def animate_run(
+    run: RunData | str | Path,
+    *,
+    path: str | Path,
+    frames: int = 40,
+    equal_bins: bool = False,
+    fps: float = 5.0,
+    dpi: int = 90,
+) -> int:
+    """Writes the archive's evolution over the run as a GIF or MP4 (chosen by ``path``'s suffix).
+
+    Args:
+        run: A loaded run or its directory.
+        path: Output file ending in ``.gif`` (Pillow) or ``.mp4`` (needs ffmpeg).
+        frames: Number of snapshots (see :func:`snapshots`); capped at the number of
+            judged candidates.
+        equal_bins: Draw every bin with the same width.
+        fps: Frames per second.
+        dpi: Resolution of the frames.
+
+    Returns:
+        The number of frames written.
+
+    Raises:
+        ConfigError: Unknown suffix, ffmpeg missing for MP4, ``frames`` < 1, or more than two measures.
+        RunDirError: The run has no history.
+    """
+    from matplotlib import animation
+
+    run = as_run(run)
+    _check_drawable(run.axes)
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".gif":
+        writer = animation.PillowWriter(fps=fps)
+    elif suffix == ".mp4":
+        if not animation.writers.is_available("ffmpeg"):
+            raise ConfigError("MP4 animations need ffmpeg on the PATH (apt-get install ffmpeg); or write a GIF")
+        writer = animation.FFMpegWriter(fps=fps)
+    else:
+        raise ConfigError(f"animations are written as .gif or .mp4, not {path.name!r}")
+    if frames < 1:
+        raise ConfigError(f"--frames must be at least 1, got {frames}")
+    snaps = snapshots(run, min(frames, len(run.history)))
+    vmin, vmax = _colour_range(np.array([float(h["quality"]) for h in run.history]))
+    fig, ax = _new_figure(run.axes)
+    mesh = _draw_grid(ax, snaps[0][2], run.axes, equal_bins=equal_bins, vmin=vmin, vmax=vmax)
+    fig.colorbar(mesh, ax=ax, label="elite quality (grey: empty)", fraction=0.05, pad=0.02)
+    title = ax.set_title("", fontsize=10)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with writer.saving(fig, str(path), dpi=dpi):
+        for seen, iteration, grid in snaps:
+            mesh.set_array(np.ma.masked_invalid(grid[None, :] if grid.ndim == 1 else grid.T))
+            filled = int(np.isfinite(grid).sum())
+            title.set_text(f"{run.domain_name}, iteration {iteration} ({seen} judged candidates): "
+                           f"{_stats_text(float(np.nansum(grid)), filled, run.cells)}")
+            writer.grab_frame()
+    return len(snaps)
+
+
+def plot_heatmap(
+    archive, *, axis_labels: Sequence[str], path: str | Path, title: str = "", equal_bins: bool = True
+) -> Path:
+    """Draws a live archive's elite quality per cell and saves it as a PNG (used during a run).
+
+    Cells are drawn with equal widths by default so that the narrow bins near 0 and 1
+    stay visible; tick labels give the true edges. A 1D archive is drawn as a strip.
+
+    Args:
+        archive: A 1D or 2D :class:`qdaif.archive.EdgeGridArchive`.
         axis_labels: One label per measure.
         path: Output file.
-        title: Figure title.
+        title: Figure title prefix.
+        equal_bins: Draw every bin with the same width; False draws them to scale.
 
     Returns:
         ``path``.
 
     Raises:
-        ValueError: The archive has more than two measures.
+        ConfigError: The archive has more than two measures.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    dims = archive.dims
-    if len(dims) > 2:
-        raise ValueError(f"heatmaps are drawn for 1D or 2D archives, this one has {len(dims)} measures")
-    grid = np.full(dims if len(dims) == 2 else (dims[0], 1), np.nan)
+    axes = [Axis(name=str(lbl), label=str(lbl), edges=tuple(float(x) for x in e))
+            for lbl, e in zip(axis_labels, archive.edges)]
+    _check_drawable(axes)
     data = archive.data(["objective", "index"])
+    grid = np.full(tuple(archive.dims), np.nan)
     if len(data["index"]):
-        cells = archive.int_to_grid_index(data["index"])
-        for c, q in zip(cells, data["objective"]):
-            grid[tuple(c) if len(dims) == 2 else (c[0], 0)] = q
-    edges = archive.edges
-    one_d = len(dims) == 1
-    fig, ax = plt.subplots(figsize=(10, 2.2) if one_d else (7, 6))
-    cmap = matplotlib.colormaps["viridis"].copy()
-    cmap.set_bad("#eeeeee")
-    mesh = ax.pcolormesh(np.ma.masked_invalid(grid.T), cmap=cmap, vmin=0.0, vmax=1.0, edgecolors="white", linewidth=0.5)
-    ax.set_xticks(np.arange(dims[0] + 1), _edge_labels(edges[0]), rotation=90 if dims[0] > 10 else 0, fontsize=8)
-    ax.set_xlabel(axis_labels[0])
-    if one_d:
-        ax.set_yticks([])
-    else:
-        ax.set_yticks(np.arange(dims[1] + 1), _edge_labels(edges[1]), fontsize=8)
-        ax.set_ylabel(axis_labels[1])
-    stats = archive.stats
-    ax.set_title(
-        f"{title}  QD score {float(stats.qd_score):.2f}, coverage {float(stats.coverage):.0%} "
-        f"({stats.num_elites}/{archive.cells} cells)".strip(),
-        fontsize=10,
-    )
-    fig.colorbar(mesh, ax=ax, label="elite quality", fraction=0.05 if one_d else 0.08, pad=0.02)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+        for c, q in zip(archive.int_to_grid_index(data["index"]), data["objective"]):
+            grid[tuple(c)] = q
+    fig, ax = _new_figure(axes)
+    vmin, vmax = _colour_range(grid)
+    mesh = _draw_grid(ax, grid, axes, equal_bins=equal_bins, vmin=vmin, vmax=vmax)
+    filled = int(np.isfinite(grid).sum())
+    stats = _stats_text(float(np.nansum(grid)), filled, grid.size)
+    ax.set_title(f"{title}: {stats}" if title else stats, fontsize=10)
+    fig.colorbar(mesh, ax=ax, label="elite quality", fraction=0.05, pad=0.02)
+    return _save(fig, Path(path))

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import run_cli
+from tests.helpers import run_cli
 from qdaif.run_dir import CONFIG, ELITES, HEATMAP, HISTORY, METRICS
 
 FAKE = ["model=scripted_fake", "progress=false"]

