@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qdaif.algorithms import QDAIF
 from qdaif.cli import compose_config
 from qdaif.domain import domain_from_config
 from qdaif.feedback import LabelJudge
@@ -84,9 +85,10 @@ def bench_iterations(lm, domain, cfg, repeats: int) -> None:
         rates, overheads = [], []
         for r in range(repeats):
             with tempfile.TemporaryDirectory() as tmp:
+                algorithm = QDAIF(domain=domain, init_evaluations=int(cfg.init_evaluations),
+                                  min_init_cells=int(cfg.min_init_cells))
                 search = Search(domain=domain, lm=lm, judge_lm=lm, run_dir=RunDir(tmp),
-                                state=SearchState.new(domain, r), batch_size=bs, seed=r,
-                                init_evaluations=int(cfg.init_evaluations), min_init_cells=int(cfg.min_init_cells))
+                                state=SearchState.new(domain, r, algorithm), batch_size=bs, seed=r)
                 iterations = max(3, 96 // bs)
                 t = time.perf_counter()
                 search.run(iterations, progress=False)

@@ -30,6 +30,7 @@ commands:
   judge    python -m qdaif judge domain=opinions input=texts.jsonl [output=scores.jsonl]
   plot     python -m qdaif plot DIR [--out OUT] [--equal-bins] [--animate --frames N]
   report   python -m qdaif report DIR [--out FILE]
+  compare  python -m qdaif compare DIR [DIR ...] --out OUT [--bootstrap N] [--seed S]
   human-eval
            python -m qdaif human-eval export DIR[=METHOD] [DIR ...] --per-cell K --out OUT
            python -m qdaif human-eval import OUT RATINGS [RATINGS ...]
@@ -133,6 +134,11 @@ def validate_run_config(cfg: Any) -> None:
     _int_at_least(cfg, "min_init_cells", 1)
     _int_at_least(cfg, "plot_every", 0)
     domain_from_config(cfg.domain)
+    from qdaif.algorithms import algorithm_names
+
+    name = (cfg.get("algorithm") or {}).get("name", "qdaif")
+    if name not in algorithm_names():
+        raise ConfigError(f"unknown algorithm {name!r}; known algorithms: {', '.join(algorithm_names())}")
     if "backend" not in cfg.model:
         raise ConfigError("model.backend is missing; choose a model with model=embedded|hf|scripted_fake")
 
@@ -182,6 +188,7 @@ def start_run(cfg: Any, run_path: str | Path) -> None:
     """Starts a new run in ``run_path`` with a composed config."""
     from omegaconf import OmegaConf
 
+    from qdaif.algorithms import make_algorithm
     from qdaif.run_dir import RunDir
     from qdaif.search import Search, SearchState
 
@@ -194,10 +201,11 @@ def start_run(cfg: Any, run_path: str | Path) -> None:
     record["model_info"] = lm.describe()
     record["versions"] = package_versions()
     run_dir.write_config(record)
+    algorithm = make_algorithm(cfg.algorithm, domain=domain, init_evaluations=int(cfg.init_evaluations),
+                               min_init_cells=int(cfg.min_init_cells))
     search = Search(
-        domain=domain, lm=lm, judge_lm=lm, run_dir=run_dir, state=SearchState.new(domain, int(cfg.seed)),
-        batch_size=int(cfg.batch_size), seed=int(cfg.seed), init_evaluations=int(cfg.init_evaluations),
-        min_init_cells=int(cfg.min_init_cells), plot_every=int(cfg.plot_every),
+        domain=domain, lm=lm, judge_lm=lm, run_dir=run_dir, state=SearchState.new(domain, int(cfg.seed), algorithm),
+        batch_size=int(cfg.batch_size), seed=int(cfg.seed), plot_every=int(cfg.plot_every),
     )
     _execute(search, cfg, run_dir.path)
 
@@ -234,8 +242,7 @@ def resume_run(path: str | Path, overrides: Sequence[str] = ()) -> None:
     run_dir.write_config(record)
     search = Search(
         domain=domain, lm=lm, judge_lm=lm, run_dir=run_dir, state=state,
-        batch_size=int(cfg.batch_size), seed=int(cfg.seed), init_evaluations=int(cfg.init_evaluations),
-        min_init_cells=int(cfg.min_init_cells), plot_every=int(cfg.plot_every),
+        batch_size=int(cfg.batch_size), seed=int(cfg.seed), plot_every=int(cfg.plot_every),
     )
     print(f"qdaif: resuming {run_dir.path} at iteration {state.iteration} of {cfg.iterations}", file=sys.stderr)
     _execute(search, cfg, run_dir.path)
@@ -377,6 +384,25 @@ def _report_command(args: list[str]) -> None:
     print(f"qdaif: wrote {write_report(a.dir, out=a.out)}")
 
 
+def _compare_command(args: list[str]) -> None:
+    import argparse
+
+    from qdaif.compare import CURVES, SUMMARY_CSV, SUMMARY_MD, compare_runs
+
+    p = argparse.ArgumentParser(prog="python -m qdaif compare",
+                                description="Compare runs grouped by (domain, algorithm): curves and a final table.")
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="run directories, or folders holding runs (e.g. a multirun folder)")
+    p.add_argument("--out", required=True, help="output folder for curves.png, summary.md and summary.csv")
+    p.add_argument("--bootstrap", type=int, default=10000, metavar="N", help="bootstrap resamples per 95%% CI (default 10000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    a = p.parse_args(args)
+    comparison = compare_runs(a.dirs, out=a.out, n_resamples=a.bootstrap, seed=a.seed)
+    print(comparison.to_markdown())
+    runs = sum(g.n for g in comparison.groups)
+    print(f"qdaif: compared {runs} run(s) in {len(comparison.groups)} group(s); "
+          f"wrote {CURVES}, {SUMMARY_MD} and {SUMMARY_CSV} in {a.out}")
+
+
 def _human_eval_command(args: list[str]) -> None:
     import argparse
     import warnings
@@ -409,7 +435,7 @@ def _human_eval_command(args: list[str]) -> None:
 
 
 COMMANDS = {"run": _run_command, "judge": _judge_command, "plot": _plot_command, "report": _report_command,
-            "human-eval": _human_eval_command}
+            "human-eval": _human_eval_command, "compare": _compare_command}
 
 
 def main(argv: Sequence[str] | None = None) -> None:

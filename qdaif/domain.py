@@ -16,7 +16,7 @@ import numpy as np
 
 from qdaif.errors import ConfigError
 
-__all__ = ["Generation", "LMXPrompt", "LabelJudgeSpec", "Measure", "Domain", "domain_from_config", "project_root", "domain_names"]
+__all__ = ["Generation", "LMXPrompt", "RewritePrompt", "LabelJudgeSpec", "Measure", "Domain", "domain_from_config", "project_root", "domain_names"]
 
 TEXT = "{text}"
 
@@ -71,15 +71,22 @@ class LMXPrompt:
         return self.separator.join(parts)
 
 
+JUDGE_KINDS = ("label", "categorical", "rating")
+
+
 @dataclasses.dataclass(frozen=True)
 class LabelJudgeSpec:
     """A judge that compares the log-probabilities of label continuations.
 
     The prompt is ``shots + query`` with ``{text}`` in ``query`` replaced by the
     candidate; ``shots`` (few-shot examples) is the same for every candidate, so a
-    backend can cache it. The score is the probability of ``labels[0]`` after a softmax
-    over ``logit_scale * log P(label)``: ``logit_scale`` > 1 spreads a weak judge's
-    probabilities towards 0 and 1, where the paper's bins are dense.
+    backend can cache it. The label distribution is a softmax over
+    ``logit_scale * log P(label)`` (``logit_scale`` > 1 spreads a weak judge's
+    probabilities towards 0 and 1, where the paper's bins are dense). Its value:
+
+    - ``label``: the probability of ``labels[0]``, in [0, 1];
+    - ``categorical``: the index of the most likely label (an unknown label cannot occur);
+    - ``rating``: the expected value of ``values`` (the number each label stands for).
     """
 
     name: str
@@ -87,10 +94,32 @@ class LabelJudgeSpec:
     labels: tuple[str, ...]
     shots: str = ""
     logit_scale: float = 1.0
+    kind: str = "label"
+    values: tuple[float, ...] = ()
 
     def prompt_parts(self, text: str) -> tuple[str, str]:
         """Returns (shared prefix, candidate-specific suffix) of the judge prompt."""
         return self.shots, self.query.replace(TEXT, text)
+
+    def value(self, probs: np.ndarray) -> np.ndarray:
+        """Maps label distributions, shape ``(n, num_labels)``, to values, shape ``(n,)``.
+
+        Rows with a non-finite probability give ``nan``.
+        """
+        bad = ~np.all(np.isfinite(probs), axis=1)
+        if self.kind == "categorical":
+            out = np.argmax(np.nan_to_num(probs, nan=-1.0), axis=1).astype(np.float64)
+        elif self.kind == "rating":
+            out = probs @ np.asarray(self.values, dtype=np.float64)
+        else:
+            out = probs[:, 0].astype(np.float64)
+        out[bad] = np.nan
+        return out
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        """Label names without surrounding whitespace."""
+        return tuple(x.strip() for x in self.labels)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +129,8 @@ class Measure:
     judge: LabelJudgeSpec
     edges: tuple[float, ...]
     axis_label: str
+    categories: tuple[str, ...] = ()  # names of the bins of a categorical measure
+    anchors: tuple[str, ...] = ()  # texts for the first and second label (embedding feedback)
 
     @property
     def name(self) -> str:
@@ -108,6 +139,24 @@ class Measure:
     @property
     def num_bins(self) -> int:
         return len(self.edges) - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class RewritePrompt:
+    """LMX-rewrite prompt: elites shown under a header naming their cell, then a target header.
+
+    ``header`` has one ``{measure}`` placeholder per categorical measure, filled with the
+    category names of a cell, e.g. ``"A {tone} {genre}:"``.
+    """
+
+    header: str
+    separator: str = "\n###\n"
+    num_examples: int = 2
+
+    def render(self, examples: Sequence[tuple[dict[str, str], str]], target: dict[str, str]) -> str:
+        """Returns the prompt for ``(cell names, text)`` examples and a target cell's names."""
+        parts = [f"{self.header.format(**names)}\n{text}" for names, text in examples]
+        return self.separator.join(parts + [self.header.format(**target) + "\n"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,15 +171,20 @@ class Domain:
     generation: Generation
     quality: LabelJudgeSpec
     measures: tuple[Measure, ...]
+    mutation: str = "lmx_near"
+    zero_shot: str = ""
+    rewrite: RewritePrompt | None = None
 
     @property
     def dims(self) -> tuple[int, ...]:
         return tuple(m.num_bins for m in self.measures)
 
 
-_DOMAIN_KEYS = {"name", "version", "description", "lmx", "seeds", "generation", "quality", "measures"}
-_JUDGE_KEYS = {"name", "query", "labels", "shots", "logit_scale"}
-_MEASURE_KEYS = _JUDGE_KEYS | {"edges", "axis_label"}
+_DOMAIN_KEYS = {"name", "version", "description", "lmx", "seeds", "generation", "quality", "measures", "mutation",
+                "zero_shot", "rewrite"}
+MUTATIONS = ("lmx_near", "lmx_rewrite")
+_JUDGE_KEYS = {"name", "query", "labels", "shots", "logit_scale", "kind", "values"}
+_MEASURE_KEYS = _JUDGE_KEYS | {"edges", "axis_label", "categories", "anchors"}
 
 
 def _judge(node: Mapping[str, Any], where: str, keys: set[str] = _JUDGE_KEYS) -> LabelJudgeSpec:
@@ -144,24 +198,61 @@ def _judge(node: Mapping[str, Any], where: str, keys: set[str] = _JUDGE_KEYS) ->
     scale = float(node.get("logit_scale", 1.0))
     if not scale > 0:
         raise ConfigError(f"{where}.logit_scale must be > 0, got {scale}")
+    kind = str(node.get("kind") or "label")
+    if kind not in JUDGE_KINDS:
+        raise ConfigError(f"{where}.kind must be one of {', '.join(JUDGE_KINDS)}, got {kind!r}")
+    values: tuple[float, ...] = ()
+    if kind == "rating":
+        raw = node.get("values")
+        if raw is None:
+            try:
+                raw = [float(x) for x in labels]
+            except ValueError:
+                raise ConfigError(f"{where}.values is needed when the rating labels are not numbers") from None
+        values = tuple(float(v) for v in raw)
+        if len(values) != len(labels):
+            raise ConfigError(f"{where}.values must have one number per label ({len(labels)}), got {len(values)}")
+    elif node.get("values") is not None:
+        raise ConfigError(f"{where}.values is only used by kind: rating")
     return LabelJudgeSpec(
         name=str(_require(node, "name", where)),
         query=query,
         labels=labels,
         shots=str(node.get("shots") or ""),
         logit_scale=scale,
+        kind=kind,
+        values=values,
     )
 
 
 def _measure(node: Mapping[str, Any], where: str) -> Measure:
     judge = _judge(node, where, _MEASURE_KEYS)
+    if judge.kind == "categorical":
+        # Bin k holds category k: the measure's value is the index of the argmax label.
+        if node.get("edges") is not None:
+            raise ConfigError(f"{where}: a categorical measure has one bin per label; remove 'edges'")
+        names = tuple(str(c) for c in (node.get("categories") or judge.categories))
+        if len(names) != len(judge.labels):
+            raise ConfigError(f"{where}.categories must name each of the {len(judge.labels)} labels")
+        edges = tuple(float(k) for k in range(len(names) + 1))
+        return Measure(judge=judge, edges=edges, axis_label=str(node.get("axis_label") or judge.name), categories=names,
+                       anchors=_anchors(node, where))
+    if node.get("categories") is not None:
+        raise ConfigError(f"{where}.categories is only used by kind: categorical")
     edges = np.asarray(_require(node, "edges", where), dtype=float)
     if edges.ndim != 1 or len(edges) < 2 or not np.all(np.diff(edges) > 0):
         raise ConfigError(f"{where}.edges must be an increasing list of at least 2 numbers (bin boundaries)")
-    if edges[0] > 0 or edges[-1] < 1:
+    if judge.kind == "label" and (edges[0] > 0 or edges[-1] < 1):
         raise ConfigError(f"{where}.edges must span [0, 1] (first <= 0, last >= 1), got [{edges[0]}, {edges[-1]}]")
     label = str(node.get("axis_label") or judge.name)
-    return Measure(judge=judge, edges=tuple(float(e) for e in edges), axis_label=label)
+    return Measure(judge=judge, edges=tuple(float(e) for e in edges), axis_label=label, anchors=_anchors(node, where))
+
+
+def _anchors(node: Mapping[str, Any], where: str) -> tuple[str, ...]:
+    anchors = tuple(str(a) for a in (node.get("anchors") or ()))
+    if anchors and len(anchors) != 2:
+        raise ConfigError(f"{where}.anchors must be two texts (for the first and the second label)")
+    return anchors
 
 
 def domain_from_config(node: Mapping[str, Any]) -> Domain:
@@ -202,7 +293,30 @@ def domain_from_config(node: Mapping[str, Any]) -> Domain:
     if not measures_node:
         raise ConfigError(f"{where}.measures must list at least one measure")
     measures = tuple(_measure(m, f"{where}.measures[{i}]") for i, m in enumerate(measures_node))
+    mutation = str(node.get("mutation") or "lmx_near")
+    if mutation not in MUTATIONS:
+        raise ConfigError(f"{where}.mutation must be one of {', '.join(MUTATIONS)}, got {mutation!r}")
+    rewrite = None
+    if node.get("rewrite") is not None:
+        rw = dict(node["rewrite"])
+        _check_keys(rw, {"header", "separator", "num_examples"}, f"{where}.rewrite")
+        rewrite = RewritePrompt(header=str(_require(rw, "header", f"{where}.rewrite")),
+                                separator=str(rw.get("separator", "\n###\n")), num_examples=int(rw.get("num_examples", 2)))
+        names = {m.name: m.categories[0] if m.categories else "x" for m in measures}
+        try:
+            rewrite.header.format(**names)
+        except (KeyError, IndexError) as e:
+            raise ConfigError(f"{where}.rewrite.header has a placeholder {e} that is not a measure name "
+                              f"(measures: {', '.join(names)})") from None
+    if mutation == "lmx_rewrite":
+        if rewrite is None:
+            raise ConfigError(f"{where}: mutation lmx_rewrite needs a 'rewrite' section with a header")
+        if not all(m.categories for m in measures):
+            raise ConfigError(f"{where}: mutation lmx_rewrite needs categorical measures (kind: categorical)")
     return Domain(
+        mutation=mutation,
+        zero_shot=str(node.get("zero_shot") or ""),
+        rewrite=rewrite,
         name=str(_require(node, "name", where)),
         version=int(node.get("version", 1)),
         description=str(node.get("description", "")),

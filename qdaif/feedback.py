@@ -34,8 +34,9 @@ class Evaluation:
     """Judge output for a batch of ``n`` texts.
 
     Attributes:
-        quality: Shape ``(n,)``, P(first quality label); ``nan`` where the judge failed.
-        measures: Shape ``(n, measure_dim)``, P(first label) of each measure.
+        quality: Shape ``(n,)``, the quality judge's value; ``nan`` where the judge failed.
+        measures: Shape ``(n, measure_dim)``, each measure judge's value (see
+            :meth:`LabelJudgeSpec.value`).
         label_probs: Judge name -> label distribution, shape ``(n, num_labels)``.
     """
 
@@ -71,6 +72,6 @@ class LabelJudge:
         probs = {}
         for k, spec in enumerate(self.specs):
             probs[spec.name] = label_probabilities(logps[k * n : (k + 1) * n], spec.logit_scale)
-        first = [probs[s.name][:, 0] for s in self.specs]
-        measures = np.stack(first[1:], axis=1) if len(first) > 1 else np.zeros((n, 0))
-        return Evaluation(quality=first[0], measures=measures, label_probs=probs)
+        values = [s.value(probs[s.name]) for s in self.specs]
+        measures = np.stack(values[1:], axis=1) if len(values) > 1 else np.zeros((n, 0))
+        return Evaluation(quality=values[0], measures=measures, label_probs=probs)

@@ -7,9 +7,9 @@ import dataclasses
 import numpy as np
 
 from qdaif.archive import EdgeGridArchive
-from qdaif.domain import LMXPrompt
+from qdaif.domain import Domain, LMXPrompt
 
-__all__ = ["Proposal", "SeededInit", "LMXNear", "lmx_near_weights", "seed_ref"]
+__all__ = ["Proposal", "SeededInit", "LMXNear", "LMXRewrite", "lmx_near_weights", "seed_ref"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,4 +99,46 @@ class LMXNear:
             pick = rng.choice(len(cells), size=self.lmx.num_examples, replace=False, p=p)
             prompt = self.lmx.render([str(data["solution"][i]).strip() for i in pick])
             out.append(Proposal(prompt, self.name, tuple(int(data["id"][i]) for i in pick)))
+        return out
+
+
+class LMXRewrite:
+    """LMX-rewrite toward a target cell, for domains with categorical measures (poetry).
+
+    For each candidate: a target cell is drawn uniformly from the empty cells (from all
+    cells once the archive is full), a parent uniformly from the elites; the prompt
+    shows the parent and up to ``num_examples - 1`` other elites, each under a header
+    naming its cell, and ends with the target cell's header.
+
+    Args:
+        domain: A domain with a ``rewrite`` prompt and categorical measures.
+    """
+
+    name = "lmx_rewrite"
+
+    def __init__(self, *, domain: Domain) -> None:
+        self.rewrite = domain.rewrite
+        self.measures = domain.measures
+
+    def _names(self, cell) -> dict[str, str]:
+        return {m.name: m.categories[int(c)] for m, c in zip(self.measures, cell)}
+
+    def propose(self, archive: EdgeGridArchive, rng: np.random.Generator, n: int) -> list[Proposal]:
+        data = archive.data(["solution", "id", "index"])
+        if not len(data["index"]):
+            raise ValueError("LMX-rewrite needs at least one elite")
+        cells = archive.int_to_grid_index(data["index"])
+        all_cells = np.array(np.unravel_index(np.arange(archive.cells), archive.dims)).T
+        empty = np.setdiff1d(np.arange(archive.cells), data["index"])
+        out = []
+        for _ in range(n):
+            target = all_cells[rng.choice(empty)] if len(empty) else all_cells[rng.integers(archive.cells)]
+            parent = int(rng.integers(len(cells)))
+            others = [i for i in range(len(cells)) if i != parent]
+            k = min(self.rewrite.num_examples - 1, len(others))
+            chosen = [int(i) for i in rng.choice(others, size=k, replace=False)] if k else []
+            order = chosen + [parent]  # the parent comes last, right before the target
+            examples = [(self._names(cells[i]), str(data["solution"][i]).strip()) for i in order]
+            prompt = self.rewrite.render(examples, self._names(target))
+            out.append(Proposal(prompt, self.name, tuple(int(data["id"][i]) for i in order)))
         return out

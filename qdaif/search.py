@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
+from qdaif.algorithms import QDAIF, Algorithm, Batch
 from qdaif.archive import EdgeGridArchive, cells_of, make_archive
 from qdaif.domain import Domain
 from qdaif.feedback import LabelJudge
 from qdaif.lm import LM
-from qdaif.operators import LMXNear, SeededInit
 from qdaif.run_dir import ELITES, HEATMAP, HISTORY, METRICS, RunDir
 
 __all__ = ["SearchState", "Search", "Interrupted", "iteration_seed"]
@@ -36,6 +36,7 @@ class SearchState:
 
     archive: EdgeGridArchive
     rng: np.random.Generator
+    algorithm: Algorithm
     iteration: int = 0  # completed iterations
     evaluations: int = 0  # candidates generated
     next_id: int = 0
@@ -45,10 +46,11 @@ class SearchState:
     wall_seconds: float = 0.0
 
     @classmethod
-    def new(cls, domain: Domain, seed: int) -> "SearchState":
+    def new(cls, domain: Domain, seed: int, algorithm: Algorithm | None = None) -> "SearchState":
+        """A fresh state; the algorithm defaults to QDAIF with the paper's seeded init."""
         rng = np.random.default_rng(seed)
         archive = make_archive([m.edges for m in domain.measures], seed=int(rng.integers(2**31)))
-        return cls(archive=archive, rng=rng)
+        return cls(archive=archive, rng=rng, algorithm=algorithm or QDAIF(domain=domain))
 
 
 @contextmanager
@@ -70,8 +72,9 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 class Search:
     """Runs QDAIF iterations and records them in a run directory.
 
-    Each iteration makes exactly one ``generate`` call (``batch_size`` prompts) and one
-    judge ``score`` call, adds the judged candidates to the archive, appends to
+    Each iteration asks the state's algorithm for ``batch_size`` prompts, makes exactly
+    one ``generate`` call and one judge ``score`` call, adds the judged candidates to
+    the evaluation archive, lets the algorithm observe them, appends to
     ``history.jsonl`` and ``metrics.jsonl``, rewrites ``elites.jsonl`` and writes the
     checkpoint.
 
@@ -80,11 +83,9 @@ class Search:
         lm: The generator.
         judge_lm: The judge model (often the same object as ``lm``).
         run_dir: Where the run is recorded.
-        state: Search state, new or loaded from a checkpoint.
+        state: Search state (with its algorithm), new or loaded from a checkpoint.
         batch_size: Candidates per iteration.
         seed: The run's seed; LM sampling seeds derive from it and the iteration.
-        init_evaluations: Seeded-init budget in generated candidates.
-        min_init_cells: Seeded init goes on until this many cells are filled.
         plot_every: Iterations between heatmap refreshes (0: only at the end).
     """
 
@@ -98,8 +99,6 @@ class Search:
         state: SearchState,
         batch_size: int,
         seed: int,
-        init_evaluations: int = 50,
-        min_init_cells: int = 3,
         plot_every: int = 0,
     ) -> None:
         self.domain = domain
@@ -109,26 +108,15 @@ class Search:
         self.state = state
         self.batch_size = batch_size
         self.seed = seed
-        self.init_evaluations = init_evaluations
-        self.min_init_cells = max(min_init_cells, domain.lmx.num_examples)
         self.plot_every = plot_every
-        self.init_op = SeededInit(lmx=domain.lmx, seeds=domain.seeds)
-        self.mutate_op = LMXNear(lmx=domain.lmx)
 
     # ------------------------------------------------------------------ steps
-    def _operator(self):
-        s = self.state
-        if s.evaluations < self.init_evaluations or len(s.archive) < self.min_init_cells:
-            return self.init_op
-        return self.mutate_op
-
     def step(self) -> dict[str, Any]:
         """Runs one iteration; returns its metrics line."""
         t_start = time.perf_counter()
         s, gen = self.state, self.domain.generation
         iteration = s.iteration + 1
-        op = self._operator()
-        proposals = op.propose(s.archive, s.rng, self.batch_size)
+        proposals = s.algorithm.propose(s.archive, s.evaluations, s.rng, self.batch_size)
 
         t0 = time.perf_counter()
         raw = self.lm.generate(
@@ -167,6 +155,8 @@ class Search:
         else:
             accepted, cells = np.zeros(0, dtype=bool), np.zeros((0, len(self.domain.measures)), dtype=int)
         new_cells = len(s.archive) - before
+        s.algorithm.observe(Batch(texts=[texts[i] for i in kept], quality=quality, measures=measures, ids=ids,
+                                  parents=[proposals[i].parents for i in kept], accepted=accepted))
         labels = {name: p[ok] for name, p in ev.label_probs.items()}
         history = [
             {
@@ -204,7 +194,7 @@ class Search:
             "coverage": float(stats.coverage),
             "max_quality": None if stats.obj_max is None else float(stats.obj_max),
             "num_elites": int(stats.num_elites),
-            "operator": op.name,
+            "operator": ",".join(sorted({p.operator for p in proposals})),
             "new_cells": new_cells,
             "improved": int(accepted.sum()) - new_cells,
             "dropped_empty": dropped_empty,

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from qdaif.algorithms import QDAIF
 from qdaif.lm._fake import ScriptedFakeLM
 from qdaif.run_dir import CHECKPOINT, ELITES, HISTORY, METRICS, RunDir
 from qdaif.search import Search, SearchState
@@ -13,9 +14,9 @@ from qdaif.search import Search, SearchState
 def make_search(domain, path, *, lm=None, seed=0, batch_size=6, state=None, **kw):
     lm = lm or ScriptedFakeLM()
     run_dir = RunDir(path)
+    algorithm = QDAIF(domain=domain, init_evaluations=12, min_init_cells=3)
     return Search(domain=domain, lm=lm, judge_lm=lm, run_dir=run_dir,
-                  state=state or SearchState.new(domain, seed), batch_size=batch_size, seed=seed,
-                  init_evaluations=12, min_init_cells=3, **kw)
+                  state=state or SearchState.new(domain, seed, algorithm), batch_size=batch_size, seed=seed, **kw)
 
 
 def read(path, name):
