@@ -520,7 +520,13 @@ def animate_run(
 
 
 def plot_heatmap(
-    archive, *, axis_labels: Sequence[str], path: str | Path, title: str = "", equal_bins: bool = True
+    archive,
+    *,
+    axis_labels: Sequence[str],
+    path: str | Path,
+    title: str = "",
+    equal_bins: bool = True,
+    categories: Sequence[Sequence[str]] | None = None,
 ) -> Path:
     """Draws a live archive's elite quality per cell and saves it as a PNG (used during a run).
 
@@ -533,6 +539,7 @@ def plot_heatmap(
         path: Output file.
         title: Figure title prefix.
         equal_bins: Draw every bin with the same width; False draws them to scale.
+        categories: Per measure, its category names, or an empty sequence for a numeric axis.
 
     Returns:
         ``path``.
@@ -540,8 +547,10 @@ def plot_heatmap(
     Raises:
         ConfigError: The archive has more than two measures.
     """
-    axes = [Axis(name=str(lbl), label=str(lbl), edges=tuple(float(x) for x in e))
-            for lbl, e in zip(axis_labels, archive.edges)]
+    cats = list(categories or [()] * len(axis_labels))
+    axes = [Axis(name=str(lbl), label=str(lbl), categories=tuple(c)) if c
+            else Axis(name=str(lbl), label=str(lbl), edges=tuple(float(x) for x in e))
+            for lbl, e, c in zip(axis_labels, archive.edges, cats)]
     _check_drawable(axes)
     data = archive.data(["objective", "index"])
     grid = np.full(tuple(archive.dims), np.nan)

@@ -233,6 +233,7 @@ class Search:
         plot_heatmap(
             self.state.archive,
             axis_labels=[m.axis_label for m in self.domain.measures],
+            categories=[m.categories for m in self.domain.measures],
             path=self.run_dir.file(HEATMAP),
             title=f"{self.domain.name}, iteration {self.state.iteration}",
         )
