@@ -6,6 +6,7 @@ Commands:
   plot        Heatmap and progress plots of a run, or its evolution as an animation.
   report      A self-contained HTML archive browser of a run.
   human-eval  Blinded export of elites for human raters, and analysis of their ratings.
+  compare     Group runs by domain and algorithm: curves and tables with bootstrap CIs.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ import numpy as np
 
 from qdaif.errors import ConfigError, RunDirError
 from qdaif.human_eval import method_of
-from qdaif.plot import _read_jsonl
+from qdaif.plot import read_jsonl
 from qdaif.run_dir import CONFIG, METRICS, RunDir, atomic_write
 
 __all__ = [
@@ -182,7 +182,7 @@ def load_metrics(path: str | Path) -> RunMetrics:
     domain = node.get("name") if isinstance(node, Mapping) else None
     if not domain:
         raise RunDirError(f"{p / CONFIG} has no domain.name; is this a qdaif run directory?")
-    rows = _read_jsonl(p / METRICS)
+    rows = read_jsonl(p / METRICS)
     if not rows:
         raise RunDirError(f"{p / METRICS} is empty: the run has not finished an iteration; "
                           "resume it or leave it out of the comparison")

@@ -126,7 +126,7 @@ def axes_from_config(config: Mapping[str, Any], *, where: str = CONFIG) -> list[
     return axes
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     rows = []
@@ -239,8 +239,8 @@ def load_run(path: str | Path) -> RunData:
         raise RunDirError(f"{str(p)!r} has no {ELITES} yet: the run has not finished an iteration")
     config = RunDir(p).read_config()
     axes = axes_from_config(config, where=str(p / CONFIG))
-    run = RunData(path=p, config=config, axes=axes, elites=_read_jsonl(p / ELITES),
-                  metrics=_read_jsonl(p / METRICS), history=_read_jsonl(p / HISTORY))
+    run = RunData(path=p, config=config, axes=axes, elites=read_jsonl(p / ELITES),
+                  metrics=read_jsonl(p / METRICS), history=read_jsonl(p / HISTORY))
     _check_cells(run.elites, run.dims, p / ELITES)
     _check_cells(run.history, run.dims, p / HISTORY)
     return run
