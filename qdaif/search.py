@@ -111,9 +111,14 @@ class Search:
         self.plot_every = plot_every
 
     # ------------------------------------------------------------------ steps
+    def _cache_counts(self) -> tuple[int, int]:
+        lms = {id(x): x for x in (self.lm, self.judge.lm)}.values()
+        return sum(int(getattr(m, "hits", 0)) for m in lms), sum(int(getattr(m, "misses", 0)) for m in lms)
+
     def step(self) -> dict[str, Any]:
         """Runs one iteration; returns its metrics line."""
         t_start = time.perf_counter()
+        hits0, misses0 = self._cache_counts()
         s, gen = self.state, self.domain.generation
         iteration = s.iteration + 1
         proposals = s.algorithm.propose(s.archive, s.evaluations, s.rng, self.batch_size)
@@ -199,6 +204,8 @@ class Search:
             "improved": int(accepted.sum()) - new_cells,
             "dropped_empty": dropped_empty,
             "dropped_nonfinite": dropped_nonfinite,
+            "cache_hits": self._cache_counts()[0] - hits0,
+            "cache_misses": self._cache_counts()[1] - misses0,
             "lm_seconds": round(lm_seconds, 4),
             "wall_seconds": round(wall, 4),
             "elapsed_seconds": round(s.wall_seconds, 3),

@@ -34,4 +34,12 @@ if [ "$dev" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
   fi
 fi
 
+if [ "$dev" = 1 ]; then
+  # The HTTP backend is tested against a real llama.cpp server: llama-cpp-python[server]
+  # compiled here (about 5 minutes the first time; the wheel is then cached).
+  t0=$(date +%s)
+  bash scripts/install_llama_cpp.sh
+  echo "setup: llama-cpp-python ready after $(( $(date +%s) - t0 )) s"
+fi
+
 echo "qdaif is set up in .venv (activate with: . .venv/bin/activate)"

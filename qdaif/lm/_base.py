@@ -112,8 +112,9 @@ def backend_names() -> list[str]:
 
 
 def _import_builtin_backends() -> None:
-    # Imported lazily so that `import qdaif` does not import torch.
-    from qdaif.lm import _fake, _transformers  # noqa: F401
+    # Imported lazily so that `import qdaif` does not import torch. The vLLM backend
+    # module imports vllm only when a VLLMLM is built, so it is safe without vllm.
+    from qdaif.lm import _fake, _openai, _transformers, _vllm  # noqa: F401
 
 
 def make_lm(cfg: Any) -> LM:

@@ -1,0 +1,379 @@
+"""The HTTP backend against a local misbehaving server: retries, backoff, clear errors."""
+
+from __future__ import annotations
+
+import collections
+import http.server
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+from qdaif.errors import QDAIFError
+from qdaif.lm import ScoreRequest
+from qdaif.lm._openai import LMServerError, OpenAILM, _retry_after
+
+TOP = {" positive": -0.2, " negative": -1.9, " neutral": -3.0}
+
+
+class FaultServer:
+    """A tiny OpenAI-like server on 127.0.0.1 whose next replies are scripted.
+
+    ``script`` holds what the next requests get, one entry each: ``ok``, ``500``,
+    ``400``, ``429:<seconds>`` (with Retry-After), ``drop`` (close without a reply),
+    ``malformed`` (200 with broken JSON), ``sleep:<seconds>`` (then ok). Once it is
+    empty, ``default`` is used. Every request is recorded.
+    """
+
+    def __init__(self) -> None:
+        self.script: collections.deque[str] = collections.deque()
+        self.default = "ok"
+        self.requests: list[dict] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.top = dict(TOP)
+        self.echo_shift = 0.0  # added to echoed log-probabilities (0: consistent with TOP)
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def do_GET(self):
+                outer._record(self, None)
+                self._json(200, {"object": "list", "data": [{"id": "fault-model", "object": "model"}]})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                action = outer._record(self, body)
+                with outer.lock:
+                    outer.in_flight += 1
+                    outer.max_in_flight = max(outer.max_in_flight, outer.in_flight)
+                try:
+                    self._act(action, body)
+                finally:
+                    with outer.lock:
+                        outer.in_flight -= 1
+
+            def _act(self, action, body):
+                if action.startswith("sleep:"):
+                    time.sleep(float(action.split(":")[1]))
+                    action = "ok"
+                if action == "drop":
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                elif action == "malformed":
+                    self._raw(200, b'{"choices": [{"text": "cut off')
+                elif action == "500":
+                    self._json(500, {"error": {"message": "model crashed"}})
+                elif action == "400":
+                    self._json(400, {"error": {"message": "max_tokens is too large"}})
+                elif action.startswith("429:"):
+                    self._json(429, {"error": {"message": "slow down"}}, {"Retry-After": action.split(":")[1]})
+                elif action == "nologprobs":
+                    self._json(200, {"choices": [{"text": " hi", "index": 0, "logprobs": None}]})
+                else:
+                    self._json(200, outer.reply(self.path, body))
+
+            def _json(self, status, obj, headers=None):
+                self._raw(status, json.dumps(obj).encode(), headers)
+
+            def _raw(self, status, data, headers=None):
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+        class Server(http.server.ThreadingHTTPServer):
+            def handle_error(self, request, client_address):  # a client that hung up is expected here
+                pass
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+        self.thread.start()
+
+    def _record(self, handler, body) -> str:
+        with self.lock:
+            self.requests.append({"path": handler.path, "headers": dict(handler.headers), "body": body})
+            return self.script.popleft() if self.script else self.default
+
+    def reply(self, path: str, body: dict) -> dict:
+        if path.endswith("/chat/completions"):
+            return {"choices": [{"index": 0, "message": {"role": "assistant", "content": "chat:" + body["messages"][0]["content"]}}]}
+        if body.get("echo"):
+            prompt = body["prompt"]
+            # Echo the prompt as one token per character with log-prob -0.1 each, except
+            # that a label from TOP at the end gets TOP's value (plus echo_shift).
+            tokens, values = list(prompt), [None] + [-0.1] * (len(prompt) - 1)
+            for label, v in self.top.items():
+                if prompt.endswith(label) and len(prompt) > len(label):
+                    n = len(prompt) - len(label)
+                    tokens, values = tokens[:n] + [label], values[:n] + [v + self.echo_shift]
+                    break
+            offsets = [sum(len(t) for t in tokens[:i]) for i in range(len(tokens))]
+            return {"choices": [{"index": 0, "text": prompt + " x", "logprobs": {
+                "tokens": tokens + [" x"], "text_offset": offsets + [len(prompt)], "token_logprobs": values + [-1.0],
+                "top_logprobs": [None] * (len(tokens) + 1)}}]}
+        text = f" re:{body['prompt'][-12:]} seed={body.get('seed')}"
+        choice = {"index": 0, "text": text, "finish_reason": "length"}
+        if body.get("logprobs") is not None:
+            k = int(body["logprobs"])
+            top = dict(sorted(self.top.items(), key=lambda kv: -kv[1])[: max(k, 1)])
+            choice["logprobs"] = {"tokens": [" positive"], "token_logprobs": [-0.2], "text_offset": [0], "top_logprobs": [top]}
+        return {"choices": [choice]}
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    s = FaultServer()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def make(server):
+    made = []
+
+    def _make(**kw):
+        kw.setdefault("base_url", server.url)
+        kw.setdefault("name", "fault-model")
+        kw.setdefault("backoff", 0.01)
+        kw.setdefault("max_retries", 3)
+        kw.setdefault("timeout", 5)
+        kw.setdefault("api_key_env", "QDAIF_TEST_NO_SUCH_KEY")
+        lm = OpenAILM(**kw)
+        made.append(lm)
+        return lm
+
+    yield _make
+    for lm in made:
+        lm.close()
+
+
+def posts(server: FaultServer) -> list[dict]:
+    return [r for r in server.requests if r["body"] is not None]
+
+
+# ------------------------------------------------------------- retried
+@pytest.mark.parametrize("fault", ["500", "drop", "malformed", "429:0"])
+def test_a_transient_fault_is_retried(server, make, fault):
+    server.script.extend([fault, fault])
+    lm = make()
+    (text,) = lm.generate(["Hello"], max_tokens=4, seed=1)
+    assert text.startswith(" re:Hello")
+    assert len(posts(server)) == 3
+    assert lm.stats["retryable_errors"] == 2
+
+
+def test_timeouts_are_retried(server, make):
+    server.script.append("sleep:1.5")
+    lm = make(timeout=0.3)
+    t0 = time.perf_counter()
+    assert lm.generate(["Hello"], max_tokens=4)[0].startswith(" re:")
+    assert time.perf_counter() - t0 < 1.4  # the retry did not wait for the slow reply
+    assert len(posts(server)) == 2
+
+
+def test_retry_after_is_honoured(server, make):
+    server.script.append("429:1")
+    lm = make(backoff=0.01)
+    t0 = time.perf_counter()
+    lm.generate(["Hello"], max_tokens=4)
+    waited = time.perf_counter() - t0
+    assert 1.0 <= waited < 2.5
+
+
+def test_backoff_grows_exponentially(server, make):
+    server.script.extend(["500", "500", "500"])
+    lm = make(backoff=0.1, backoff_max=10, max_retries=3)
+    t0 = time.perf_counter()
+    lm.generate(["Hello"], max_tokens=4)
+    # 0.1 + 0.2 + 0.4 = 0.7 s, each with up to 25% jitter.
+    assert 0.7 <= time.perf_counter() - t0 < 1.5
+
+
+# --------------------------------------------------- reported clearly
+@pytest.mark.parametrize(
+    "fault, words",
+    [
+        ("500", "HTTP 500: model crashed"),
+        ("drop", "connection failed"),
+        ("malformed", "malformed response"),
+        ("sleep:1", "timed out"),
+        ("429:0", "HTTP 429: slow down"),
+    ],
+)
+def test_a_persistent_fault_ends_in_an_error_naming_the_server(server, make, fault, words):
+    server.default = fault
+    lm = make(max_retries=2, timeout=0.3)
+    with pytest.raises(LMServerError) as info:
+        lm.generate(["Hello"], max_tokens=4)
+    msg = str(info.value)
+    assert isinstance(info.value, QDAIFError)
+    assert server.url in msg and words in msg and "after 3 attempts" in msg
+    assert info.value.server == server.url
+
+
+def test_a_client_error_is_not_retried(server, make):
+    server.default = "400"
+    lm = make()
+    with pytest.raises(LMServerError, match="HTTP 400: max_tokens is too large") as info:
+        lm.generate(["Hello"], max_tokens=4)
+    assert info.value.status == 400
+    assert len(posts(server)) == 1
+
+
+def test_a_server_that_is_not_there(make):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/v1"
+    lm = make(base_url=url, max_retries=1)
+    with pytest.raises(LMServerError, match=f"LM server {url} .*connection failed.*Check that the server is running"):
+        lm.generate(["Hello"], max_tokens=4)
+
+
+def test_retry_after_dates_and_garbage():
+    assert _retry_after("3") == 3.0
+    assert _retry_after(None) is None and _retry_after("soon") is None
+    assert 50 < _retry_after(time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 60))) <= 61
+
+
+# ---------------------------------------------- concurrency, rotation
+def test_requests_in_flight_are_bounded(server, make):
+    server.default = "sleep:0.2"
+    lm = make(max_concurrency=3)
+    texts = lm.generate([f"p{i}" for i in range(9)], max_tokens=4, seed=3)
+    assert [t.split()[0] for t in texts] == [f"re:p{i}" for i in range(9)]  # order kept
+    assert server.max_in_flight == 3
+
+
+def test_servers_are_used_in_rotation_and_a_retry_moves_on():
+    a, b = FaultServer(), FaultServer()
+    try:
+        lm = OpenAILM(name="m", base_urls=[a.url, b.url], backoff=0.01, max_retries=2)
+        lm.generate([f"p{i}" for i in range(6)], max_tokens=4)
+        assert len(posts(a)) == 3 and len(posts(b)) == 3
+        a.default = "500"
+        texts = lm.generate([f"q{i}" for i in range(6)], max_tokens=4)
+        assert all(t.startswith(" re:q") for t in texts)  # every request ended on b
+        b.default = "drop"
+        with pytest.raises(LMServerError, match="also tried"):
+            lm.generate(["r"], max_tokens=4)
+        lm.close()
+    finally:
+        a.close()
+        b.close()
+
+
+# ------------------------------------------------ keys, names, bodies
+def test_the_api_key_is_sent_but_never_recorded(server, make, monkeypatch):
+    monkeypatch.setenv("QDAIF_TEST_KEY", "sk-secret-123")
+    lm = make(api_key_env="QDAIF_TEST_KEY")
+    lm.generate(["Hello"], max_tokens=4)
+    assert posts(server)[0]["headers"]["Authorization"] == "Bearer sk-secret-123"
+    assert "sk-secret" not in json.dumps(lm.describe()) + repr(lm) + repr(vars(lm).get("api_key_env"))
+    monkeypatch.delenv("QDAIF_TEST_KEY")
+    make(api_key_env="QDAIF_TEST_KEY").generate(["Hello"], max_tokens=4)
+    assert "Authorization" not in posts(server)[1]["headers"]
+
+
+def test_the_model_name_is_asked_when_not_given(server, make):
+    lm = make(name=None)
+    assert lm.name == "fault-model"
+    assert server.requests[0]["path"] == "/v1/models"
+
+
+def test_generation_bodies_carry_row_seeds_and_settings(server, make):
+    lm = make(extra_body={"top_k": 0})
+    out = lm.generate(["a", "b"], max_tokens=9, temperature=0.5, top_p=0.9, stop=["\n", "1", "2", "3", "e"], seed=4)
+    bodies = [r["body"] for r in posts(server)]
+    assert {b["prompt"] for b in bodies} == {"a", "b"}
+    assert all(b["max_tokens"] == 9 and b["temperature"] == 0.5 and b["top_p"] == 0.9 and b["top_k"] == 0 for b in bodies)
+    assert all(b["stop"] == ["\n", "1", "2", "3"] for b in bodies)  # the API takes 4; "e" is cut locally
+    assert len({b["seed"] for b in bodies}) == 2
+    assert all("e" not in t for t in out)  # " re:a seed=..." cut before its first "e"
+    chat = make(api="chat").generate(["hi there"], max_tokens=4)
+    assert chat == ["chat:hi there"]
+    assert posts(server)[-1]["path"] == "/v1/chat/completions"
+
+
+# ------------------------------------------------------------- scoring
+def test_scoring_uses_top_logprobs_and_echo_for_absent_labels(server, make):
+    lm = make()
+    r = [ScoreRequest("Shots\n", "Text: x\nAnswer:", (" positive", " negative", " neutral"))]
+    server.top = {" positive": -0.2, " negative": -1.9}  # " neutral" is not in the top list
+    (row,) = lm.score(r)
+    assert lm.scoring == "top_logprobs+echo"
+    assert row[:2] == [-0.2, -1.9]
+    # " neutral" is not among TOP's keys now, so the fake echo gives -0.1 per character.
+    assert row[2] == pytest.approx(-0.1 * len(" neutral"))
+
+
+def test_a_misaligned_echo_is_detected_and_absent_labels_get_the_bound(server, make, caplog):
+    server.echo_shift = -0.7
+    server.top = {" positive": -0.2, " negative": -1.9}
+    lm = make()
+    with caplog.at_level(logging.WARNING, logger="qdaif.lm"):
+        (row,) = lm.score([ScoreRequest("", "Text: x\nAnswer:", (" positive", " neutral"))])
+        lm.score([ScoreRequest("", "Text: y\nAnswer:", (" positive", " neutral"))])
+    warnings = [r.getMessage() for r in caplog.records if "upper bound" in r.getMessage()]
+    assert len(warnings) == 1 and "1 of 2 labels" in warnings[0]  # said once, not per call
+    assert lm.scoring == "top_logprobs"
+    assert row[0] == -0.2
+    assert row[1] <= -1.9  # below the k-th value
+    assert len([r for r in posts(server) if r["body"].get("echo")]) == 1  # the probe only
+
+
+def test_forced_echo_mode_scores_every_label_by_echo(server, make):
+    lm = make(score_mode="echo")
+    (row,) = lm.score([ScoreRequest("", "Answer:", (" positive", " negative"))])
+    assert row == pytest.approx([-0.2, -1.9])
+    assert all(r["body"].get("echo") for r in posts(server))
+
+
+def test_a_server_without_logprobs_says_it_cannot_judge(server, make):
+    server.default = "nologprobs"
+    lm = make()
+    assert lm.generate(["Hello"], max_tokens=2) == [" hi"]
+    with pytest.raises(LMServerError, match="offers neither next-token log-probabilities .* nor prompt"):
+        lm.score([ScoreRequest("", "Answer:", (" yes", " no"))])
+
+
+def test_a_score_fault_mid_batch_is_retried(server, make):
+    lm = make(score_mode="top_logprobs")
+    server.script.extend(["ok", "500", "drop"])
+    rows = lm.score([ScoreRequest("", f"Text: {i}\nAnswer:", (" positive", " negative")) for i in range(4)])
+    assert rows == [[-0.2, -1.9]] * 4
+
+
+def test_ctrl_c_abandons_requests_in_flight_at_once(server, make):
+    server.default = "sleep:3"
+    lm = make(max_concurrency=4, timeout=30)
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    t0 = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        timer.start()
+        lm.generate([f"p{i}" for i in range(8)], max_tokens=4)
+    assert len(posts(server)) == 4  # the 4 queued prompts were never sent
+    server.default = "ok"
+    assert lm.generate(["after"], max_tokens=4)[0].startswith(" re:after")  # the backend still works
+    # The workers were freed at once: not after the 3 s replies (or 30 s timeouts).
+    assert time.perf_counter() - t0 < 2.0
