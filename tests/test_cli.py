@@ -104,7 +104,10 @@ def test_default_run_dir_is_runs_domain_time(tmp_path):
 def test_interrupted_run_is_resumable(tmp_path, sig):
     cmd = [sys.executable, "-m", "qdaif", "run", *FAKE, "model.delay=0.15", "iterations=400", "batch_size=4",
            "hydra.run.dir=out"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIG_DFL in the child: a shell's background job (as CI may be) inherits SIGINT ignored,
+    # and Python then installs no KeyboardInterrupt handler.
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     metrics = tmp_path / "out" / METRICS
     deadline = time.time() + 120
     while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 3):

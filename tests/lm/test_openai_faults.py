@@ -364,7 +364,16 @@ def test_a_score_fault_mid_batch_is_retried(server, make):
     assert rows == [[-0.2, -1.9]] * 4
 
 
-def test_ctrl_c_abandons_requests_in_flight_at_once(server, make):
+@pytest.fixture
+def sigint_raises():
+    """A shell starts background jobs with SIGINT ignored (CI may run us so): restore
+    Python's handler for the test, so that SIGINT becomes a KeyboardInterrupt."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_abandons_requests_in_flight_at_once(server, make, sigint_raises):
     server.default = "sleep:3"
     lm = make(max_concurrency=4, timeout=30)
     timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
