@@ -102,14 +102,63 @@ def compose_config(overrides: Sequence[str], *, validate: bool = True):
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    _register_resolvers()
     try:
         with initialize_config_dir(config_dir=str(configs_dir()), version_base="1.3", job_name="qdaif"):
             cfg = compose("config", overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(_explain_composition_error(e, overrides)) from None
+    apply_domain_file(cfg)
     if validate:
         validate_run_config(cfg)
     return cfg
+
+
+def load_domain_file(path: str | Path) -> dict[str, Any]:
+    """Reads a domain YAML file (the format of ``domains/*.yaml``).
+
+    Raises:
+        ConfigError: The file is missing or is not a YAML mapping.
+    """
+    from omegaconf import DictConfig, OmegaConf
+
+    p = Path(str(path)).expanduser()
+    if not p.is_file():
+        raise ConfigError(f"domain_file {str(p)!r} does not exist")
+    try:
+        node = OmegaConf.load(p)
+    except Exception as e:  # noqa: BLE001 - any YAML error means the same to the user
+        raise ConfigError(f"domain_file {str(p)!r} is not valid YAML: {' '.join(str(e).split())}") from None
+    if not isinstance(node, DictConfig):
+        raise ConfigError(f"domain_file {str(p)!r} must hold a mapping of domain fields (see domains/opinions.yaml)")
+    return OmegaConf.to_container(node, resolve=True)
+
+
+def apply_domain_file(cfg: Any) -> None:
+    """Replaces ``cfg.domain`` by the contents of ``cfg.domain_file`` when it is set."""
+    from omegaconf import open_dict
+
+    if not cfg.get("domain_file"):
+        return
+    with open_dict(cfg):
+        cfg.domain = load_domain_file(cfg.domain_file)
+
+
+def _domain_name_resolver(name: str, domain_file: Any = None) -> str:
+    """``${qdaif_domain_name:...}``: the run directory's domain name, read from domain_file when set."""
+    if domain_file in (None, "", "None", "null"):
+        return name
+    try:
+        return str(load_domain_file(domain_file).get("name") or Path(str(domain_file)).stem)
+    except ConfigError:
+        return Path(str(domain_file)).stem
+
+
+def _register_resolvers() -> None:
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("qdaif_domain_name"):
+        OmegaConf.register_new_resolver("qdaif_domain_name", _domain_name_resolver)
 
 
 def _int_at_least(cfg: Any, key: str, low: int) -> None:
@@ -244,6 +293,7 @@ def resume_run(path: str | Path, overrides: Sequence[str] = ()) -> None:
                 f"(only {', '.join(sorted(RESUMABLE_KEYS))} may be given)"
             )
         record[key] = OmegaConf.create({"v": value}).v if key != "iterations" else _parse_int(key, value)
+    # The recorded domain is the one the run used, even if its domain_file changed since.
     cfg = OmegaConf.create({k: v for k, v in record.items() if k not in ("model_info", "judge_model_info", "versions")})
     validate_run_config(cfg)
     state = run_dir.load_checkpoint()
@@ -271,6 +321,7 @@ def _hydra_task(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     try:
+        apply_domain_file(cfg)
         start_run(cfg, HydraConfig.get().runtime.output_dir)
     except QDAIFError as e:
         _fail(str(e))
@@ -290,6 +341,7 @@ def _run_command(args: list[str]) -> None:
         compose_config(overrides)  # fail early with a one-line message, before Hydra starts
     import hydra
 
+    _register_resolvers()
     sys.argv = [sys.argv[0], *args]
     hydra.main(config_path=str(configs_dir()), config_name="config", version_base="1.3")(_hydra_task)()
 

@@ -8,6 +8,7 @@ about a particular domain.
 from __future__ import annotations
 
 import dataclasses
+import string
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,7 @@ class LabelJudgeSpec:
 
     def prompt_parts(self, text: str) -> tuple[str, str]:
         """Returns (shared prefix, candidate-specific suffix) of the judge prompt."""
-        return self.shots, self.query.replace(TEXT, text)
+        return self.shots, self.query.format(text=text)
 
     def value(self, probs: np.ndarray) -> np.ndarray:
         """Maps label distributions, shape ``(n, num_labels)``, to values, shape ``(n,)``.
@@ -192,6 +193,14 @@ def _judge(node: Mapping[str, Any], where: str, keys: set[str] = _JUDGE_KEYS) ->
     query = str(_require(node, "query", where))
     if TEXT not in query:
         raise ConfigError(f"{where}.query must contain the placeholder {TEXT} (where the candidate text goes)")
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(query)}
+    except ValueError as e:
+        raise ConfigError(f"{where}.query: {e} (write {{{{ and }}}} for literal braces)") from None
+    unknown = sorted(f for f in fields if f and f != "text")
+    if unknown:
+        raise ConfigError(f"{where}.query has unknown placeholder(s) {', '.join('{' + u + '}' for u in unknown)}; "
+                          f"only {TEXT} exists (write {{{{ and }}}} for literal braces)")
     labels = tuple(str(x) for x in _require(node, "labels", where))
     if len(labels) < 2 or len(set(labels)) != len(labels):
         raise ConfigError(f"{where}.labels must be at least two distinct strings, got {list(labels)}")
