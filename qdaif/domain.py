@@ -204,6 +204,12 @@ def _judge(node: Mapping[str, Any], where: str, keys: set[str] = _JUDGE_KEYS) ->
     labels = tuple(str(x) for x in _require(node, "labels", where))
     if len(labels) < 2 or len(set(labels)) != len(labels):
         raise ConfigError(f"{where}.labels must be at least two distinct strings, got {list(labels)}")
+    for a in labels:
+        for b in labels:
+            if a != b and b.startswith(a):
+                # P(a) would include every continuation that starts like b (" 1" absorbs " 10").
+                raise ConfigError(f"{where}.labels: {a!r} is a prefix of {b!r}, so its score includes {b!r}'s; "
+                                  "use labels that differ before either ends (e.g. ' 1/' and ' 10/')")
     scale = float(node.get("logit_scale", 1.0))
     if not scale > 0:
         raise ConfigError(f"{where}.logit_scale must be > 0, got {scale}")

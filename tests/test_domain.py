@@ -31,6 +31,7 @@ def node(opinions_cfg):
         (lambda n: n["measures"][0].update(edges=[0.0, 0.5, 0.4, 1.0]), r"measures\[0\].edges must be an increasing list"),
         (lambda n: n["measures"][0].update(edges=[0.1, 0.5, 1.0]), r"must span \[0, 1\]"),
         (lambda n: n["quality"].update(labels=[" yes"]), "at least two distinct"),
+        (lambda n: n["quality"].update(labels=[" 1", " 10"]), "' 1' is a prefix of ' 10'"),
         (lambda n: n["generation"].update(temprature=0.5), r"generation: unknown field\(s\) temprature"),
         (lambda n: n.update(measures=[]), "at least one measure"),
     ],
