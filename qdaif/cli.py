@@ -234,6 +234,10 @@ def _execute(search, cfg: Any, run_path: Path) -> None:
     except Interrupted as e:
         print(f"qdaif: {e}; resume with: python -m qdaif run resume={run_path}", file=sys.stderr)
         sys.exit(130)
+    except QDAIFError as e:
+        # e.g. an inference server that keeps failing: the last finished iteration is on disk.
+        _fail(f"{e}; the run is saved after iteration {search.state.iteration}: "
+              f"resume with: python -m qdaif run resume={run_path}")
     s = search.state
     stats = s.archive.stats
     print(

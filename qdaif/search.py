@@ -14,6 +14,7 @@ import numpy as np
 from qdaif.algorithms import QDAIF, Algorithm, Batch
 from qdaif.archive import EdgeGridArchive, cells_of, make_archive
 from qdaif.domain import Domain
+from qdaif.errors import QDAIFError
 from qdaif.feedback import LabelJudge
 from qdaif.lm import LM
 from qdaif.run_dir import ELITES, HEATMAP, HISTORY, METRICS, RunDir
@@ -268,6 +269,11 @@ class Search:
                     rate = s.evaluations / s.wall_seconds if s.wall_seconds else 0.0
                     bar.set_postfix(evals=m["evaluations"], qd=f"{m['qd_score']:.2f}",
                                     cov=f"{m['coverage']:.0%}", ev_s=f"{rate:.1f}", refresh=False)
+        except QDAIFError:
+            bar.close()
+            self.state = self.run_dir.load_checkpoint()
+            self.run_dir.write_jsonl(ELITES, self.elites())
+            raise
         except KeyboardInterrupt:
             bar.close()
             # The archive may hold part of an unfinished iteration: go back to the

@@ -201,3 +201,20 @@ def test_the_opinions_judge_ranks_alike_through_the_server_and_transformers(serv
     for ev in (http, local):
         assert roc_auc_score(positive[on_topic], ev.measures[on_topic, 0]) >= 0.95  # measured 0.998 / 0.997
         assert roc_auc_score(on_topic, ev.quality) >= 0.95  # measured 0.996 / 0.995
+
+
+def test_an_opinions_run_through_the_cli_against_the_server(llama_server, tmp_path):
+    import json as _json
+
+    from tests.helpers import run_cli
+
+    run_cli("run", "domain=opinions", "model=openai", f"model.base_url={llama_server.url}",
+            f"model.api_key_env={llama_server.key_env}", "iterations=2", "batch_size=4", "init_evaluations=4",
+            "hydra.run.dir=out", "progress=false", cwd=tmp_path, check=True)
+    out = tmp_path / "out"
+    elites = [_json.loads(x) for x in (out / "elites.jsonl").read_text().splitlines()]
+    metrics = [_json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert elites and metrics[-1]["evaluations"] == 8
+    assert metrics[-1]["qd_score"] == pytest.approx(sum(e["quality"] for e in elites))
+    config = (out / "config.yaml").read_text()
+    assert "backend: openai" in config and "api_key" not in config.replace("api_key_env", "")

@@ -386,3 +386,25 @@ def test_ctrl_c_abandons_requests_in_flight_at_once(server, make, sigint_raises)
     assert lm.generate(["after"], max_tokens=4)[0].startswith(" re:after")  # the backend still works
     # The workers were freed at once: not after the 3 s replies (or 30 s timeouts).
     assert time.perf_counter() - t0 < 2.0
+
+
+def test_a_run_whose_server_fails_stops_cleanly_and_resumes(server, tmp_path):
+    """Through the CLI: the server dies mid-run; the error names it; the run resumes later."""
+    import json as _json
+
+    from tests.helpers import run_cli
+
+    args = ["model=openai", f"model.base_url={server.url}", "model.name=fault-model", "model.backoff=0.01",
+            "model.max_retries=2", "model.api_key_env=QDAIF_TEST_NO_SUCH_KEY", "batch_size=3", "progress=false"]
+    run_cli("run", *args, "iterations=2", "hydra.run.dir=out", cwd=tmp_path, check=True)
+    server.default = "500"
+    proc = run_cli("run", "resume=out", "iterations=4", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    err = proc.stderr.strip().splitlines()[-1]
+    assert server.url.split("//")[1].split("/")[0] in err and "resume with: python -m qdaif run resume=out" in err
+    metrics = (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()
+    assert [_json.loads(m)["iteration"] for m in metrics] == [1, 2]  # nothing half-written, nothing lost
+    server.default = "ok"
+    run_cli("run", "resume=out", "iterations=4", cwd=tmp_path, check=True)
+    metrics = (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()
+    assert [_json.loads(m)["iteration"] for m in metrics] == [1, 2, 3, 4]
