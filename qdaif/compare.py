@@ -386,7 +386,7 @@ class Comparison:
         for g in self.groups:
             for r in sorted(g.runs, key=lambda r: (r.seed is None, r.seed or 0, str(r.path))):
                 runs.append(f"| {_escape(g.domain)} | {_escape(g.algorithm)} | {'?' if r.seed is None else r.seed} "
-                            f"| {r.final_evaluations} | {_escape(str(r.path))} |")
+                            f"| {r.final_evaluations} | {_escape(_shown(r.path))} |")
         return "\n".join(["# Comparison", "", *lines, *notes, *runs]) + "\n"
 
 
@@ -518,3 +518,11 @@ def compare_runs(paths: Iterable[str | Path], *, out: str | Path, n_resamples: i
     atomic_write(folder / SUMMARY_MD, comparison.to_markdown().encode("utf-8"))
     atomic_write(folder / SUMMARY_CSV, comparison.to_csv().encode("utf-8"))
     return comparison
+
+
+def _shown(path: Path) -> str:
+    """A run's path for tables: relative to the working directory when it lies below it."""
+    try:
+        return str(Path(path).relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
