@@ -37,7 +37,7 @@ def assert_one_line_error(proc, *fragments):
     ],
 )
 def test_bad_config_gives_one_line_error(tmp_path, args, fragments):
-    proc = run_cli("run", *FAKE, *args, cwd=tmp_path, timeout=120)
+    proc = run_cli("run", *FAKE, *args, cwd=tmp_path, timeout=600)
     assert_one_line_error(proc, *fragments)
     assert not (tmp_path / "runs").exists()  # nothing half-made
 
@@ -75,7 +75,7 @@ def test_embedded_package_without_its_model_file(tmp_path):
     (tmp_path / "t.txt").write_text("hello\n")
     env_path = f"PYTHONPATH={tmp_path / 'site'}"
     proc = subprocess.run(["env", env_path, sys.executable, "-m", "qdaif", "judge", "input=t.txt"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert_one_line_error(proc, "has no SmolLM2-135M-Instruct.Q4_1.gguf")
 
 

@@ -54,7 +54,7 @@ def multirun(tmp_path_factory):
     root = tmp_path_factory.mktemp("multirun")
     sweep = root / "sweep"
     run_cli("run", "-m", "seed=0,1,2", "model=scripted_fake", "iterations=3", "batch_size=2", "progress=false",
-            "plot_every=0", f"hydra.sweep.dir={sweep}", cwd=root, timeout=120, check=True)
+            "plot_every=0", f"hydra.sweep.dir={sweep}", cwd=root, timeout=600, check=True)
     return sweep
 
 
