@@ -21,6 +21,7 @@ from qdaif.archive import EdgeGridArchive, make_archive
 from qdaif.domain import Domain
 from qdaif.errors import ConfigError
 from qdaif.operators import LMXNear, LMXRewrite, Proposal, SeededInit, seed_ref
+from qdaif.plugin import DomainPlugin, make_plugin
 
 __all__ = ["Algorithm", "Batch", "register_algorithm", "make_algorithm", "algorithm_names"]
 
@@ -91,12 +92,19 @@ class Algorithm(abc.ABC):
     """
 
     name = "abstract"
+    plugin: DomainPlugin | None = None  # class default: checkpoints written before plugins existed
 
     def __init__(self, *, domain: Domain, init_evaluations: int = 50, min_init_cells: int = 3) -> None:
         self.domain = domain
         self.init_evaluations = init_evaluations
         self.min_init_cells = max(min_init_cells, domain.lmx.num_examples)
         self.seeded = SeededInit(lmx=domain.lmx, seeds=domain.seeds)
+        self.plugin = make_plugin(domain)
+
+    def seeded_init(self, archive, rng, n) -> list[Proposal]:
+        """Seeded-init prompts: the plugin's own if it has them, else LMX over the seeds."""
+        out = self.plugin.init_proposals(archive, rng, n) if self.plugin else None
+        return out if out is not None else self.seeded.propose(archive, rng, n)
 
     def in_init(self, evaluations: int, archive_size: int) -> bool:
         return evaluations < self.init_evaluations or archive_size < self.min_init_cells
@@ -132,7 +140,10 @@ class QDAIF(Algorithm):
 
     def propose(self, archive, evaluations, rng, n):
         if self.in_init(evaluations, len(archive)):
-            return self.seeded.propose(archive, rng, n)
+            return self.seeded_init(archive, rng, n)
+        out = self.plugin.mutate(archive, rng, n) if self.plugin else None
+        if out is not None:
+            return out
         if self.domain.mutation == "lmx_rewrite":
             return LMXRewrite(domain=self.domain).propose(archive, rng, n)
         return LMXNear(lmx=self.domain.lmx).propose(archive, rng, n)
@@ -154,7 +165,7 @@ class LMXReplace(Algorithm):
 
     def propose(self, archive, evaluations, rng, n):
         if self.in_init(evaluations, len(archive)):
-            return self.seeded.propose(archive, rng, n)
+            return self.seeded_init(archive, rng, n)
         elites = archive.data(["id", "solution"])
         pool = [(seed_ref(i), s) for i, s in enumerate(self.domain.seeds)]
         pool += [(int(i), str(t)) for i, t in zip(elites["id"], elites["solution"])]
@@ -189,7 +200,7 @@ class QualityOnly(Algorithm):
 
     def propose(self, archive, evaluations, rng, n):
         if evaluations < self.init_evaluations or len(self.pool) < self.domain.lmx.num_examples:
-            return self.seeded.propose(archive, rng, n)
+            return self.seeded_init(archive, rng, n)
         return _lmx_from_pool(self.domain.lmx, [(i, t) for _, i, t in self.pool], rng, n, self.name)
 
     def observe(self, batch):
@@ -213,7 +224,7 @@ class ShufflingFewShot(Algorithm):
     """Seeds in a random order (and choice) for every prompt; no archive pressure."""
 
     def propose(self, archive, evaluations, rng, n):
-        return [dataclasses.replace(p, operator=self.name) for p in self.seeded.propose(archive, rng, n)]
+        return [dataclasses.replace(p, operator=self.name) for p in self.seeded_init(archive, rng, n)]
 
 
 @register_algorithm("random_search")
@@ -230,15 +241,19 @@ class RandomSearch(Algorithm):
         super().__init__(**kw)
         if mode not in ("auto", "pool", "zero_shot"):
             raise ConfigError(f"algorithm.mode must be auto, pool or zero_shot, got {mode!r}")
+        own = self.plugin is not None and type(self.plugin).zero_shot is not DomainPlugin.zero_shot
         if mode == "auto":
-            mode = "zero_shot" if self.domain.mutation == "lmx_rewrite" else "pool"
-        if mode == "zero_shot" and not self.domain.zero_shot:
+            mode = "zero_shot" if self.domain.mutation == "lmx_rewrite" or own else "pool"
+        if mode == "zero_shot" and not self.domain.zero_shot and not own:
             raise ConfigError(f"domain {self.domain.name} has no zero_shot prompt; use algorithm.mode=pool")
         self.mode = mode
         self.pool: list[tuple[Any, str]] = [(seed_ref(i), s) for i, s in enumerate(self.domain.seeds)]
 
     def propose(self, archive, evaluations, rng, n):
         if self.mode == "zero_shot":
+            out = self.plugin.zero_shot(rng, n) if self.plugin else None
+            if out is not None:
+                return [dataclasses.replace(p, operator=self.name) for p in out]
             return [Proposal(self.domain.zero_shot, self.name, ()) for _ in range(n)]
         return _lmx_from_pool(self.domain.lmx, self.pool, rng, n, self.name)
 
@@ -317,7 +332,7 @@ class NoveltySearch(Algorithm):
 
     def propose(self, archive, evaluations, rng, n):
         if evaluations < self.init_evaluations or len(self.pool) < self.domain.lmx.num_examples:
-            return self.seeded.propose(archive, rng, n)
+            return self.seeded_init(archive, rng, n)
         return _lmx_from_pool(self.domain.lmx, list(self.pool), rng, n, self.name)
 
     def observe(self, batch):
@@ -388,7 +403,7 @@ class QDEF(Algorithm):
 
     def propose(self, archive, evaluations, rng, n):
         if self.in_init(evaluations, len(self.archive)):
-            return [dataclasses.replace(p, operator="seeded_init") for p in self.seeded.propose(archive, rng, n)]
+            return [dataclasses.replace(p, operator="seeded_init") for p in self.seeded_init(archive, rng, n)]
         return LMXNear(lmx=self.domain.lmx).propose(self.archive, rng, n)
 
     def observe(self, batch):

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 from ribs.archives import GridArchive
 
-__all__ = ["EdgeGridArchive", "make_archive", "cells_of"]
+__all__ = ["EdgeGridArchive", "make_archive", "cells_of", "project_archive"]
 
 
 class EdgeGridArchive(GridArchive):
@@ -71,3 +71,18 @@ def make_archive(edges: Sequence[Sequence[float]], *, seed: int | None = None) -
 def cells_of(archive: GridArchive, measures) -> np.ndarray:
     """Returns the grid cell (one bin index per measure) of each row, shape ``(batch, measure_dim)``."""
     return archive.int_to_grid_index(archive.index_of(measures))
+
+
+def project_archive(archive: EdgeGridArchive, axes: Sequence[int]) -> EdgeGridArchive:
+    """Returns a new archive over the measures ``axes`` holding, per cell, the best elite of ``archive`` there.
+
+    Args:
+        archive: An archive made by :func:`make_archive`.
+        axes: Indices of the measures to keep, e.g. ``[1, 2]``.
+    """
+    out = make_archive([archive.edges[a] for a in axes], seed=0)
+    d = archive.data()
+    if len(d["index"]):
+        out.add(solution=d["solution"], objective=d["objective"], measures=d["measures"][:, list(axes)],
+                id=d["id"], iteration=d["iteration"])
+    return out

@@ -72,7 +72,7 @@ class LMXPrompt:
         return self.separator.join(parts)
 
 
-JUDGE_KINDS = ("label", "categorical", "rating")
+JUDGE_KINDS = ("label", "categorical", "rating")  # measures may also be kind: computed (by a plugin)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +87,8 @@ class LabelJudgeSpec:
 
     - ``label``: the probability of ``labels[0]``, in [0, 1];
     - ``categorical``: the index of the most likely label (an unknown label cannot occur);
-    - ``rating``: the expected value of ``values`` (the number each label stands for).
+    - ``rating``: the expected value of ``values`` (the number each label stands for);
+    - ``computed``: no prompt; a domain plugin computes the value (used for measures only).
     """
 
     name: str
@@ -170,11 +171,14 @@ class Domain:
     lmx: LMXPrompt
     seeds: tuple[str, ...]
     generation: Generation
-    quality: LabelJudgeSpec
+    quality: LabelJudgeSpec | None
     measures: tuple[Measure, ...]
     mutation: str = "lmx_near"
     zero_shot: str = ""
     rewrite: RewritePrompt | None = None
+    plugin: str = ""  # module of a DomainPlugin, for domains that need code (see qdaif.plugin)
+    settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # the plugin's own options
+    judges: Mapping[str, LabelJudgeSpec] = dataclasses.field(default_factory=dict)  # extra judges a plugin uses
 
     @property
     def dims(self) -> tuple[int, ...]:
@@ -182,13 +186,15 @@ class Domain:
 
 
 _DOMAIN_KEYS = {"name", "version", "description", "lmx", "seeds", "generation", "quality", "measures", "mutation",
-                "zero_shot", "rewrite"}
+                "zero_shot", "rewrite", "plugin", "settings", "judges"}
 MUTATIONS = ("lmx_near", "lmx_rewrite")
 _JUDGE_KEYS = {"name", "query", "labels", "shots", "logit_scale", "kind", "values"}
 _MEASURE_KEYS = _JUDGE_KEYS | {"edges", "axis_label", "categories", "anchors"}
+_COMPUTED_KEYS = {"name", "kind", "edges", "axis_label", "categories"}
 
 
-def _judge(node: Mapping[str, Any], where: str, keys: set[str] = _JUDGE_KEYS) -> LabelJudgeSpec:
+def _judge(node: Mapping[str, Any], where: str, keys: set[str] = _JUDGE_KEYS,
+           placeholders: frozenset[str] = frozenset({"text"})) -> LabelJudgeSpec:
     _check_keys(node, keys, where)
     query = str(_require(node, "query", where))
     if TEXT not in query:
@@ -197,10 +203,11 @@ def _judge(node: Mapping[str, Any], where: str, keys: set[str] = _JUDGE_KEYS) ->
         fields = {f for _, f, _, _ in string.Formatter().parse(query)}
     except ValueError as e:
         raise ConfigError(f"{where}.query: {e} (write {{{{ and }}}} for literal braces)") from None
-    unknown = sorted(f for f in fields if f and f != "text")
+    unknown = sorted(f for f in fields if f and f not in placeholders)
     if unknown:
+        known = ", ".join("{" + p + "}" for p in sorted(placeholders))
         raise ConfigError(f"{where}.query has unknown placeholder(s) {', '.join('{' + u + '}' for u in unknown)}; "
-                          f"only {TEXT} exists (write {{{{ and }}}} for literal braces)")
+                          f"the placeholders are {known} (write {{{{ and }}}} for literal braces)")
     labels = tuple(str(x) for x in _require(node, "labels", where))
     if len(labels) < 2 or len(set(labels)) != len(labels):
         raise ConfigError(f"{where}.labels must be at least two distinct strings, got {list(labels)}")
@@ -240,7 +247,27 @@ def _judge(node: Mapping[str, Any], where: str, keys: set[str] = _JUDGE_KEYS) ->
     )
 
 
+def _computed_measure(node: Mapping[str, Any], where: str) -> Measure:
+    """A measure whose value a domain plugin computes (no judge prompt)."""
+    _check_keys(node, _COMPUTED_KEYS, where)
+    name = str(_require(node, "name", where))
+    names = tuple(str(c) for c in (node.get("categories") or ()))
+    if names:
+        if node.get("edges") is not None:
+            raise ConfigError(f"{where}: a categorical measure has one bin per category; remove 'edges'")
+        edges = tuple(float(k) for k in range(len(names) + 1))
+    else:
+        e = np.asarray(_require(node, "edges", where), dtype=float)
+        if e.ndim != 1 or len(e) < 2 or not np.all(np.diff(e) > 0):
+            raise ConfigError(f"{where}.edges must be an increasing list of at least 2 numbers (bin boundaries)")
+        edges = tuple(float(x) for x in e)
+    judge = LabelJudgeSpec(name=name, query=TEXT, labels=(), kind="computed")
+    return Measure(judge=judge, edges=edges, axis_label=str(node.get("axis_label") or name), categories=names)
+
+
 def _measure(node: Mapping[str, Any], where: str) -> Measure:
+    if node.get("kind") == "computed":
+        return _computed_measure(node, where)
     judge = _judge(node, where, _MEASURE_KEYS)
     if judge.kind == "categorical":
         # Bin k holds category k: the measure's value is the index of the argmax label.
@@ -292,7 +319,12 @@ def domain_from_config(node: Mapping[str, Any]) -> Domain:
         separator=str(lmx_node.get("separator", "\n###\n")),
         num_examples=int(lmx_node.get("num_examples", 3)),
     )
-    seeds = tuple(str(s).strip() for s in _require(node, "seeds", where))
+    raw_seeds = node.get("seeds")
+    if raw_seeds is None and node.get("plugin"):
+        from qdaif.plugin import plugin_class
+
+        raw_seeds = plugin_class(str(node["plugin"]), where).default_seeds(dict(node.get("settings") or {}))
+    seeds = tuple(str(s).strip() for s in (raw_seeds if raw_seeds is not None else _require(node, "seeds", where)))
     if len(seeds) < 1 or not all(seeds):
         raise ConfigError(f"{where}.seeds must be a non-empty list of non-empty texts")
     if lmx.num_examples < 1:
@@ -323,6 +355,27 @@ def domain_from_config(node: Mapping[str, Any]) -> Domain:
         except (KeyError, IndexError) as e:
             raise ConfigError(f"{where}.rewrite.header has a placeholder {e} that is not a measure name "
                               f"(measures: {', '.join(names)})") from None
+    plugin = str(node.get("plugin") or "")
+    settings = dict(node.get("settings") or {})
+    if settings and not plugin:
+        raise ConfigError(f"{where}.settings is only used by domains with a 'plugin'")
+    placeholders = frozenset({"text"})
+    if plugin:
+        from qdaif.plugin import plugin_class
+
+        placeholders = plugin_class(plugin, where).placeholders
+    judges = {}
+    for key, jn in dict(node.get("judges") or {}).items():
+        if not plugin:
+            raise ConfigError(f"{where}.judges is only used by domains with a 'plugin'")
+        jn = {"name": key, **dict(jn)}
+        judges[str(key)] = _judge(jn, f"{where}.judges.{key}", placeholders=placeholders)
+    computed = [m.name for m in measures if m.judge.kind == "computed"]
+    if computed and not plugin:
+        raise ConfigError(f"{where}: measure(s) {', '.join(computed)} are kind: computed, which needs a 'plugin' that computes them")
+    if node.get("quality") is None and not plugin:
+        raise ConfigError(f"{where}: missing required field 'quality'")
+    quality = None if node.get("quality") is None else _judge(node["quality"], f"{where}.quality", placeholders=placeholders)
     if mutation == "lmx_rewrite":
         if rewrite is None:
             raise ConfigError(f"{where}: mutation lmx_rewrite needs a 'rewrite' section with a header")
@@ -338,6 +391,9 @@ def domain_from_config(node: Mapping[str, Any]) -> Domain:
         lmx=lmx,
         seeds=seeds,
         generation=generation,
-        quality=_judge(_require(node, "quality", where), f"{where}.quality"),
+        quality=quality,
         measures=measures,
+        plugin=plugin,
+        settings=settings,
+        judges=judges,
     )

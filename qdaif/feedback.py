@@ -38,11 +38,13 @@ class Evaluation:
         measures: Shape ``(n, measure_dim)``, each measure judge's value (see
             :meth:`LabelJudgeSpec.value`).
         label_probs: Judge name -> label distribution, shape ``(n, num_labels)``.
+        details: Optional per-candidate JSON dicts (a plugin's sub-scores), ``n`` of them.
     """
 
     quality: np.ndarray
     measures: np.ndarray
     label_probs: dict[str, np.ndarray]
+    details: list[dict] | None = None
 
     @property
     def finite(self) -> np.ndarray:
@@ -59,6 +61,8 @@ class LabelJudge:
     """
 
     def __init__(self, *, domain: Domain, lm: LM) -> None:
+        if domain.quality is None or any(m.judge.kind == "computed" for m in domain.measures):
+            raise ValueError(f"domain {domain.name} is judged by its plugin, not by label judges alone")
         self.specs: list[LabelJudgeSpec] = [domain.quality] + [m.judge for m in domain.measures]
         self.lm = lm
 

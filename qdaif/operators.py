@@ -20,11 +20,14 @@ class Proposal:
         prompt: The text given to the LM.
         operator: Name of the operator that built it.
         parents: Candidate ids of the few-shot examples (``"seed:K"`` for seed text K).
+        meta: What a domain plugin needs to know about the proposal (e.g. the input a
+            rewrite is of); recorded in ``history.jsonl`` when not empty. JSON values.
     """
 
     prompt: str
     operator: str
     parents: tuple
+    meta: dict = dataclasses.field(default_factory=dict, compare=False, hash=False)
 
 
 def seed_ref(k: int) -> str:

@@ -12,11 +12,12 @@ from typing import Any
 import numpy as np
 
 from qdaif.algorithms import QDAIF, Algorithm, Batch
-from qdaif.archive import EdgeGridArchive, cells_of, make_archive
+from qdaif.archive import EdgeGridArchive, cells_of, make_archive, project_archive
 from qdaif.domain import Domain
 from qdaif.errors import QDAIFError
 from qdaif.feedback import LabelJudge
 from qdaif.lm import LM
+from qdaif.plugin import make_plugin
 from qdaif.run_dir import ELITES, HEATMAP, HISTORY, METRICS, RunDir
 
 __all__ = ["SearchState", "Search", "Interrupted", "iteration_seed"]
@@ -43,6 +44,7 @@ class SearchState:
     next_id: int = 0
     dropped_empty: int = 0
     dropped_nonfinite: int = 0
+    dropped_invalid: int = 0
     lm_seconds: float = 0.0
     wall_seconds: float = 0.0
 
@@ -104,7 +106,11 @@ class Search:
     ) -> None:
         self.domain = domain
         self.lm = lm
-        self.judge = LabelJudge(domain=domain, lm=judge_lm)
+        self.judge_lm = judge_lm
+        self.plugin = make_plugin(domain)
+        self.judge = None if self.plugin else LabelJudge(domain=domain, lm=judge_lm)
+        feasible = self.plugin.feasible_cells() if self.plugin else None
+        self.feasible = None if feasible is None else np.asarray(feasible, dtype=bool).reshape(-1)
         self.run_dir = run_dir
         self.state = state
         self.batch_size = batch_size
@@ -113,7 +119,7 @@ class Search:
 
     # ------------------------------------------------------------------ steps
     def _cache_counts(self) -> tuple[int, int]:
-        lms = {id(x): x for x in (self.lm, self.judge.lm)}.values()
+        lms = {id(x): x for x in (self.lm, self.judge_lm)}.values()
         return sum(int(getattr(m, "hits", 0)) for m in lms), sum(int(getattr(m, "misses", 0)) for m in lms)
 
     def step(self) -> dict[str, Any]:
@@ -136,8 +142,19 @@ class Search:
         lm_seconds = time.perf_counter() - t0
         texts = [t.strip() for t in raw]
         keep = [i for i, t in enumerate(texts) if t]
+        dropped_invalid = 0
+        if self.plugin:
+            parsed = {i: self.plugin.parse(proposals[i], raw[i]) for i in keep}
+            dropped_invalid = sum(v is None for v in parsed.values())
+            keep = [i for i in keep if parsed[i] is not None]
+            for i in keep:
+                texts[i] = parsed[i]
         t0 = time.perf_counter()
-        ev = self.judge.evaluate([texts[i] for i in keep])
+        if self.plugin:
+            ev = self.plugin.evaluate([texts[i] for i in keep], [proposals[i] for i in keep], lm=self.lm,
+                                      judge_lm=self.judge_lm, seed=iteration_seed(self.seed + 1, iteration))
+        else:
+            ev = self.judge.evaluate([texts[i] for i in keep])
         lm_seconds += time.perf_counter() - t0
 
         ok = ev.finite
@@ -164,8 +181,10 @@ class Search:
         s.algorithm.observe(Batch(texts=[texts[i] for i in kept], quality=quality, measures=measures, ids=ids,
                                   parents=[proposals[i].parents for i in kept], accepted=accepted))
         labels = {name: p[ok] for name, p in ev.label_probs.items()}
-        history = [
-            {
+        details = [ev.details[j] for j in np.flatnonzero(ok)] if ev.details is not None else None
+        history = []
+        for j, i in enumerate(kept):
+            row = {
                 "id": int(ids[j]),
                 "iteration": iteration,
                 "operator": proposals[i].operator,
@@ -177,13 +196,20 @@ class Search:
                 "accepted": bool(accepted[j]),
                 "labels": {name: p[j].round(6).tolist() for name, p in labels.items()},
             }
-            for j, i in enumerate(kept)
-        ]
+            if proposals[i].meta:
+                row["meta"] = proposals[i].meta
+            if self.plugin:
+                row.update(self.plugin.record(texts[i]))
+            if details is not None:
+                row["details"] = details[j]
+            history.append(row)
         s.iteration = iteration
         s.evaluations += len(proposals)
         s.next_id += n_ok
         dropped_empty = len(texts) - len(keep)
         dropped_nonfinite = len(keep) - n_ok
+        dropped_empty -= dropped_invalid
+        s.dropped_invalid = getattr(s, "dropped_invalid", 0) + dropped_invalid
         s.dropped_empty += dropped_empty
         s.dropped_nonfinite += dropped_nonfinite
         stats = s.archive.stats
@@ -200,11 +226,13 @@ class Search:
             "coverage": float(stats.coverage),
             "max_quality": None if stats.obj_max is None else float(stats.obj_max),
             "num_elites": int(stats.num_elites),
+            **self._feasible_coverage(),
             "operator": ",".join(sorted({p.operator for p in proposals})),
             "new_cells": new_cells,
             "improved": int(accepted.sum()) - new_cells,
             "dropped_empty": dropped_empty,
             "dropped_nonfinite": dropped_nonfinite,
+            "dropped_invalid": dropped_invalid,
             "cache_hits": self._cache_counts()[0] - hits0,
             "cache_misses": self._cache_counts()[1] - misses0,
             "lm_seconds": round(lm_seconds, 4),
@@ -217,12 +245,19 @@ class Search:
             self.plot()
         return metrics
 
+    def _feasible_coverage(self) -> dict[str, float]:
+        if self.feasible is None:
+            return {}
+        occupied = self.state.archive.data("index")
+        return {"feasible_coverage": float(self.feasible[occupied].sum() / self.feasible.sum())}
+
     def elites(self) -> list[dict[str, Any]]:
         """The archive as JSON rows: text, quality, measures, cell, id, iteration."""
         a = self.state.archive
         d = a.data()
         cells = a.int_to_grid_index(d["index"]) if len(d["index"]) else np.zeros((0, len(a.dims)), int)
         order = np.lexsort(cells.T[::-1]) if len(cells) else []
+        extra = self.plugin.record if self.plugin else (lambda text: {})
         return [
             {
                 "text": d["solution"][k],
@@ -231,6 +266,7 @@ class Search:
                 "cell": cells[k].tolist(),
                 "id": int(d["id"][k]),
                 "iteration": int(d["iteration"][k]),
+                **extra(d["solution"][k]),
             }
             for k in order
         ]
@@ -238,12 +274,17 @@ class Search:
     def plot(self) -> None:
         from qdaif.plot import plot_heatmap
 
+        archive, measures, title = self.state.archive, list(self.domain.measures), ""
+        if len(measures) > 2:
+            # e.g. one 2D archive per input text: show the best elite over the leading axes
+            archive, measures = project_archive(archive, [len(measures) - 2, len(measures) - 1]), measures[-2:]
+            title = f" (best over {', '.join(m.name for m in self.domain.measures[:-2])})"
         plot_heatmap(
-            self.state.archive,
-            axis_labels=[m.axis_label for m in self.domain.measures],
-            categories=[m.categories for m in self.domain.measures],
+            archive,
+            axis_labels=[m.axis_label for m in measures],
+            categories=[m.categories for m in measures],
             path=self.run_dir.file(HEATMAP),
-            title=f"{self.domain.name}, iteration {self.state.iteration}",
+            title=f"{self.domain.name}, iteration {self.state.iteration}{title}",
         )
 
     # ------------------------------------------------------------------- runs

@@ -1,0 +1,1 @@
+"""Built-in domain plugins (see :mod:`qdaif.plugin`): ``multitask`` and ``rewrites``."""
