@@ -36,6 +36,8 @@ class TransformersLM(LM):
         threads: CPU threads for torch (``None``: torch's default).
         cache_dir: Where the embedded model's converted weights are kept.
         prefix_cache_size: Number of prompt prefixes whose key-value state is kept.
+        decoder: ``"qdaif"``: our sampling loop, which drops finished rows from the batch;
+            ``"hf"``: transformers' ``generate`` (for models whose cache cannot drop rows).
 
     Raises:
         ModelNotFoundError: The model cannot be found.
@@ -52,12 +54,16 @@ class TransformersLM(LM):
         threads: int | None = None,
         cache_dir: str | None = None,
         prefix_cache_size: int = 8,
+        decoder: str = "qdaif",
     ) -> None:
         import torch
         import transformers
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
+        if decoder not in ("qdaif", "hf"):
+            raise ConfigError(f"model.decoder must be 'qdaif' (drops finished rows) or 'hf' (transformers generate), got {decoder!r}")
+        self.decoder = decoder
         if max_batch_size < 1:
             raise ConfigError(f"model.max_batch_size must be >= 1, got {max_batch_size}")
         if dtype != "auto" and not isinstance(getattr(torch, str(dtype), None), torch.dtype):
@@ -98,6 +104,9 @@ class TransformersLM(LM):
         # transformers 5 renamed the forward argument `past_key_values` to `cache`.
         params = inspect.signature(self.model.base_model.forward).parameters
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        eos = self.model.generation_config.eos_token_id
+        eos = [eos] if isinstance(eos, int) else list(eos or [])
+        self._eos_ids = tuple(sorted({*eos, *([self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else [])}))
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.backend, **self._source, "dtype": self._dtype, "device": self.device, **self._versions}
@@ -131,12 +140,72 @@ class TransformersLM(LM):
         out: list[str] = []
         for start in range(0, len(prompts), self.max_batch_size):
             chunk = list(prompts[start : start + self.max_batch_size])
-            enc = self.tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-            with torch.inference_mode():
-                ids = self.model.generate(**enc, **kwargs)
-            texts = self.tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+            if self.decoder == "hf":
+                enc = self.tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+                with torch.inference_mode():
+                    ids = self.model.generate(**enc, **kwargs)
+                texts = self.tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+            else:
+                texts = self._decode(chunk, max_tokens=max_tokens, temperature=temperature, top_p=top_p, stop=stop,
+                                     seed=None if seed is None else seed + start)
             out.extend(cut_at_stop(t, stop) for t in texts)
         return out
+
+    def _decode(self, prompts: list[str], *, max_tokens: int, temperature: float, top_p: float,
+                stop: Sequence[str], seed: int | None) -> list[str]:
+        """Batched sampling that drops each row from the batch as soon as it finishes.
+
+        A row finishes at an end-of-sequence token or when its decoded text contains a
+        stop string; its key-value cache rows leave the batch, so later steps cost only
+        what the unfinished rows need (``generate`` would keep computing finished rows
+        until the longest one stops).
+
+        Returns:
+            The decoded continuation of each prompt, stop string not yet cut.
+        """
+        torch = self._torch
+        tok = self.tokenizer
+        gen = torch.Generator(device=self.device)
+        if seed is not None:
+            gen.manual_seed(int(seed) % 2**63)
+        else:
+            gen.seed()
+        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        mask = enc["attention_mask"]
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        rows = torch.arange(len(prompts), device=self.device)  # original index of each live row
+        tokens: list[list[int]] = [[] for _ in prompts]
+        texts = [""] * len(prompts)
+        eos = set(self._eos_ids)
+        with torch.inference_mode():
+            out = self.model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=positions, use_cache=True,
+                             logits_to_keep=1)
+            cache = out["cache"] if "cache" in out else out["past_key_values"]
+            pos = positions[:, -1:]
+            for step in range(max_tokens):
+                nxt = _sample(out.logits[:, -1, :], temperature, top_p, gen)
+                done = []
+                for b, (r, t) in enumerate(zip(rows.tolist(), nxt.tolist())):
+                    if t in eos:
+                        done.append(b)
+                        continue
+                    tokens[r].append(t)
+                    if stop:
+                        texts[r] = tok.decode(tokens[r], skip_special_tokens=True)
+                        if any(x in texts[r] for x in stop):
+                            done.append(b)
+                if step == max_tokens - 1 or len(done) == len(rows):
+                    break
+                if done:
+                    keep = torch.tensor([b for b in range(len(rows)) if b not in set(done)], device=self.device)
+                    cache.batch_select_indices(keep)
+                    rows, nxt, mask, pos = rows[keep], nxt[keep], mask[keep], pos[keep]
+                mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
+                pos = pos + 1
+                out = self.model(input_ids=nxt.unsqueeze(1), attention_mask=mask, position_ids=pos, use_cache=True,
+                                 **{self._cache_kwarg: cache})
+                cache = out["cache"] if "cache" in out else out["past_key_values"]
+        return [texts[r] if stop else tok.decode(tokens[r], skip_special_tokens=True) for r in range(len(prompts))]
 
     # -------------------------------------------------------------------- score
     def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
@@ -237,6 +306,39 @@ class TransformersLM(LM):
             for t, v in zip(wanted, lp.tolist()):
                 values[t] = v
         return values
+
+
+def _sample(logits, temperature: float, top_p: float, generator):
+    """Draws one token per row: greedy at temperature 0, else nucleus (top-p) sampling.
+
+    Args:
+        logits: Shape ``(batch, vocab)``.
+
+    Returns:
+        Token ids, shape ``(batch,)``.
+    """
+    import torch
+
+    logits = logits.float()
+    if temperature <= 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if top_p < 1.0:
+        # Exact top-p without sorting the vocabulary: sort only the k most likely tokens,
+        # doubling k until they hold top_p of the mass (k = 64 nearly always does).
+        k = 64
+        while True:
+            k = min(k, probs.shape[-1])
+            top, idx = probs.topk(k, dim=-1)
+            csum = top.cumsum(dim=-1)
+            if k == probs.shape[-1] or bool((csum[:, -1] >= top_p).all()):
+                break
+            k *= 4
+        keep = (csum - top) < top_p  # tokens needed to reach top_p, the first always kept
+        top = top * keep
+        choice = torch.multinomial(top / top.sum(dim=-1, keepdim=True), 1, generator=generator)
+        return idx.gather(-1, choice).squeeze(-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
 def _common_prefix_len(seqs: list[list[int]]) -> int:

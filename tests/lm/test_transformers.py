@@ -62,3 +62,45 @@ def test_generate_batch_is_seeded_and_stops(embedded_lm):
     assert len(set(a)) > 1  # rows are sampled independently
     greedy = embedded_lm.generate([prompt], max_tokens=5, temperature=0.0)
     assert greedy == embedded_lm.generate([prompt], max_tokens=5, temperature=0.0)
+
+
+def test_row_dropping_decoder_matches_transformers_generate_when_greedy(embedded_lm):
+    """Our decode loop (finished rows leave the batch) gives transformers' greedy output."""
+    # (bfloat16 sums depend on the batch shape, so prompts whose greedy path has near-ties,
+    # like degenerate repetition, may legitimately diverge; these do not)
+    prompts = ["A fruit I like: apples\n###\nA fruit I like:", "My favourite animal is the", "The capital of France is",
+               "List three colours:\n1. red\n2."]
+    kw = dict(max_tokens=24, temperature=0.0, stop=["\n"])
+    ours = embedded_lm.generate(prompts, **kw)
+    embedded_lm.decoder = "hf"
+    try:
+        theirs = embedded_lm.generate(prompts, **kw)
+        theirs_nostop = embedded_lm.generate(prompts, max_tokens=12, temperature=0.0)
+    finally:
+        embedded_lm.decoder = "qdaif"
+    assert ours == theirs
+    assert embedded_lm.generate(prompts, max_tokens=12, temperature=0.0) == theirs_nostop
+    # rows finish at different steps: at least one row stopped early, one ran to max_tokens
+    lengths = [len(embedded_lm.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in theirs_nostop]
+    assert max(lengths) >= 11
+
+
+def test_top_p_sampler_keeps_exactly_the_nucleus():
+    import torch
+
+    from qdaif.lm._transformers import _sample
+
+    # probabilities 0.5, 0.3, 0.15, 0.05 (+ a long tail of zeros): top_p 0.7 keeps the first two only
+    probs = torch.zeros(2, 1000)
+    probs[:, :4] = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    logits = probs.log()
+    g = torch.Generator().manual_seed(0)
+    draws = torch.stack([_sample(logits, 1.0, 0.7, g) for _ in range(400)])
+    assert set(draws.unique().tolist()) == {0, 1}
+    share = (draws == 0).float().mean().item()
+    assert 0.55 < share < 0.70  # 0.5 / 0.8 = 0.625
+    # a flat distribution needs more than the first 64 candidates: the sampler widens k
+    flat = torch.zeros(1, 1000)
+    wide = torch.stack([_sample(flat, 1.0, 0.5, g) for _ in range(300)])
+    assert wide.unique().numel() > 100 and int(wide.max()) < 1000
+    assert _sample(logits, 0.0, 0.7, g).tolist() == [0, 0]
