@@ -38,6 +38,9 @@ class TransformersLM(LM):
         prefix_cache_size: Number of prompt prefixes whose key-value state is kept.
         decoder: ``"qdaif"``: our sampling loop, which drops finished rows from the batch;
             ``"hf"``: transformers' ``generate`` (for models whose cache cannot drop rows).
+        attention: transformers' attention implementation (``"eager"``, ``"sdpa"``...);
+            ``"auto"``: eager on CPU, where torch's SDPA with a padding mask was slower in
+            our measurements (docs/performance.md), else transformers' default.
 
     Raises:
         ModelNotFoundError: The model cannot be found.
@@ -55,6 +58,7 @@ class TransformersLM(LM):
         cache_dir: str | None = None,
         prefix_cache_size: int = 8,
         decoder: str = "qdaif",
+        attention: str = "auto",
     ) -> None:
         import torch
         import transformers
@@ -89,9 +93,15 @@ class TransformersLM(LM):
         hf_logging.disable_progress_bar()
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
-            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(self.device).eval()
+            attn = {} if attention == "auto" and self.device != "cpu" else {
+                "attn_implementation": "eager" if attention == "auto" else attention}
+            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, **attn).to(self.device).eval()
         except OSError as e:
             raise ModelNotFoundError(f"cannot load model {name!r}: {str(e).splitlines()[0]}") from None
+        except ValueError as e:
+            if attention != "auto" and "attn" in str(e).lower():
+                raise ConfigError(f"model.attention={attention!r} is not supported: {str(e).splitlines()[0]}") from None
+            raise
         finally:
             hf_logging.enable_progress_bar()
         if self.tokenizer.pad_token_id is None:
@@ -109,7 +119,8 @@ class TransformersLM(LM):
         self._eos_ids = tuple(sorted({*eos, *([self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else [])}))
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.backend, **self._source, "dtype": self._dtype, "device": self.device, **self._versions}
+        return {"backend": self.backend, **self._source, "dtype": self._dtype, "device": self.device,
+                "attention": str(self.model.config._attn_implementation), "decoder": self.decoder, **self._versions}
 
     # ----------------------------------------------------------------- generate
     def generate(

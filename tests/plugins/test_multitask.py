@@ -1,0 +1,402 @@
+"""The multitask domain plugin: genome, repair, checkers, generators, operators, quality modes, runs."""
+
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from qdaif.errors import ConfigError
+from qdaif.lm import LM
+from qdaif.lm._fake import ScriptedFakeLM
+from qdaif.operators import Proposal
+from qdaif.plugins.multitask import Plugin, SubTask, TYPES, check, extract_answers, load_items, parse_text, references
+from qdaif.plugins.multitask import generators as gen
+from qdaif.plugins.multitask.checkers import reference_of
+from qdaif.plugins.multitask.genome import RawTask, repair
+from qdaif.plugins.multitask.plugin import OPERATORS, _genome_of_item
+from qdaif.run_dir import CONFIG, ELITES, HISTORY, METRICS, RunDir
+from tests.helpers import run_cli
+
+
+@pytest.fixture(scope="module")
+def domain():
+    from qdaif.cli import compose_config
+    from qdaif.domain import domain_from_config
+
+    return domain_from_config(compose_config(["domain=multitask", "model=scripted_fake"]).domain)
+
+
+def with_settings(domain, **settings):
+    import dataclasses
+
+    return dataclasses.replace(domain, settings={**domain.settings, **settings})
+
+
+def rows(path):
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+# ------------------------------------------------------------------ data and round trip
+def test_shipped_items_are_enough_and_varied():
+    items = load_items()
+    assert len(items) >= 30
+    types = Counter(s["type"] for it in items for s in it["subtasks"])
+    assert len(types) >= 8 and set(types) <= set(TYPES)
+    cells = {(len(it["subtasks"]), _genome_of_item(it).depth) for it in items}
+    assert len(cells) == 15  # the seeds cover every feasible (k, depth) cell
+
+
+@pytest.mark.parametrize("item", load_items(), ids=lambda it: it["id"])
+def test_seed_items_round_trip_and_match_their_references(item):
+    g = _genome_of_item(item)
+    assert g.k == len(item["subtasks"])  # the items are canonical: repair keeps every sub-task
+    assert [s.instruction for s in g.subtasks] == [s["instruction"] for s in item["subtasks"]]
+    assert parse_text(g.render()) == g
+    for spec, ref in zip(item["subtasks"], references(g)):
+        if "reference" in spec:
+            value = list(ref.value) if isinstance(ref.value, tuple) else ref.value
+            if ref.match == "unordered":
+                assert sorted(value) == sorted(spec["reference"])
+            else:
+                assert value == spec["reference"]
+        elif "constraints" in spec:
+            assert [list(c) for c in ref.constraints] == spec["constraints"]
+        else:
+            assert ref is None, spec["instruction"]
+
+
+def test_default_seeds_are_the_rendered_items(domain):
+    assert list(domain.seeds) == Plugin.default_seeds({}) and len(domain.seeds) == len(load_items())
+    assert all(parse_text(s).render() == s for s in domain.seeds)
+
+
+# -------------------------------------------------------------------------- repair
+def test_repair_renumbers_fixes_tags_drops_empty_and_clips():
+    text = "\n".join([
+        "Multi-task prompt: Context:   The shop sold  8 cups.",
+        "2. [arithmetic] Compute 8 + 5. Put your answer in <task7>.",  # wrong tag number, odd clause
+        "4) [] ",  # empty: dropped
+        "5. [math; uses 2] Compute x * 2, where x is your answer to task 2. Answer in <task5></task5> tags.",
+        "6. [qa; uses 9] Which item sold best",  # dependency on a missing task: dropped, no full stop: added
+        "7. [generate] Write a title using your answer to task 8.",  # mentions a later task: dropped
+        "8. [rewrite] Say it again.", "9. [classify] Is it good?", "10. [qa] Why?", "11. [qa] Who sold it?",
+    ])
+    g = parse_text(text)
+    assert g.context == "The shop sold 8 cups."
+    assert [s.type for s in g.subtasks] == ["arithmetic", "arithmetic", "qa", "transform", "classify"]  # clipped to 5
+    assert g.subtasks[1] == SubTask("arithmetic", "Compute x * 2, where x is your answer to task 1.", (1,))
+    assert g.subtasks[2] == SubTask("qa", "Which item sold best.", ())
+    rendered = g.render()
+    assert rendered.count("<task") == 5 and rendered.count("</task") == 5 and "<task7>" not in rendered
+    assert all(f"{i}. [" in rendered and f"<task{i}></task{i}>" in rendered for i in range(1, 6))
+    assert parse_text(rendered) == g
+
+
+def test_repair_cascades_drops_and_remaps_dependencies():
+    g = repair("A list.", [RawTask(3, "sort", "Sort the numbers 3, 1, 2 from smallest to largest."),
+                           RawTask(1, "count", "Count the items in your answer to task 3.", (3,)),  # task 3 is earlier here
+                           RawTask(4, "qa", "Which is first in your answer to task 5?"),  # 5 missing: dropped
+                           RawTask(6, "generate", "Use your answer to task 4 in a sentence.")])  # 4 dropped: dropped too
+    assert g.k == 2 and g.subtasks[1].depends_on == (1,) and "task 1" in g.subtasks[1].instruction
+    assert references(g)[1].value == 3
+    assert repair("", [RawTask(1, "qa", "Why?")]) is None and repair("Ctx.", [RawTask(1, "qa", " <task1> ")]) is None
+
+
+# ------------------------------------------------------------------------ checkers
+CASES = [  # instruction, context, reply, passes
+    ("Compute 3 + 4 * 2.", "", "<task1>11</task1>", True),
+    ("Compute 3 + 4 * 2.", "", "<task1> 14 </task1>", False),
+    ("Compute 3 + 4 * 2.", "", "The answer is 11.", False),  # missing tags
+    ("Compute 3 + 4 * 2.", "", "Sure! < task1 >11.</task1 > Hope this helps.", True),  # extra text, spaced tags
+    ("Compute 3 + 4 * 2.", "", "<task1>11<task1/>", True),  # MTI's closing form
+    ("Sort the numbers 5, 2, 9 from smallest to largest.", "", "<task1>2, 5, 9</task1>", True),
+    ("Sort the numbers 5, 2, 9 from smallest to largest.", "", "<task1>9, 5, 2</task1>", False),
+    ("Sort the words pear, fig, kiwi in alphabetical order.", "", "<task1>Fig, Kiwi, Pear</task1>", True),
+    ("From the list 4, 7, 10, 3, pick the even numbers.", "", "<task1>10 and 4</task1>", True),
+    ("From the list 4, 7, 10, 3, pick the even numbers.", "", "<task1>4</task1>", False),
+    ("From the list 4, 7, 10, 3, pick the largest number.", "", "<task1>10</task1>", True),
+    ("Count the words in the context.", "One two three four.", "<task1>4</task1>", True),
+    ("Count the words in the context.", "One two three four.", "<task1>5</task1>", False),
+    ("Count how many times the letter 'r' appears in \"mirror\".", "", "<task1>3</task1>", True),
+    ("Describe the sea using only lowercase letters.", "", "<task1>calm and grey</task1>", True),
+    ("Describe the sea using only lowercase letters.", "", "<task1>Calm and grey</task1>", False),
+    ("Describe the sea in exactly three words.", "", "<task1>calm grey water</task1>", True),
+    ("Describe the sea in exactly three words.", "", "<task1>calm grey</task1>", False),
+    ("Ask about the sea, ending with a question mark.", "", "<task1>Is it cold?</task1>", True),
+    ("Name a colour including the word 'blue', with nothing outside the task tags.", "", "<task1>deep blue</task1>", True),
+    ("Name a colour including the word 'blue', with nothing outside the task tags.", "", "Here: <task1>deep blue</task1>", False),
+]
+
+
+@pytest.mark.parametrize("instruction, context, reply, passes", CASES)
+def test_checkers_on_hand_made_answers(instruction, context, reply, passes):
+    from qdaif.plugins.multitask.checkers import match_type
+
+    st = SubTask(match_type(instruction), instruction)
+    ref = reference_of(st, context, [])
+    assert ref is not None, instruction
+    assert check(ref, extract_answers(reply, 1)[0], reply) is passes
+
+
+def test_chained_references_use_the_earlier_reference():
+    g = parse_text("Context: Crates: 23, 8, 15.\n"
+                   "1. [select] From the list 23, 8, 15, pick the numbers greater than 10.\n"
+                   "2. [sort; uses 1] Sort the numbers in your answer to task 1 from largest to smallest.\n"
+                   "3. [select; uses 2] From your answer to task 2, pick the smallest number.\n"
+                   "4. [arithmetic; uses 3] Compute x * 2, where x is your answer to task 3.\n"
+                   "5. [qa] What is stored?")
+    refs = references(g)
+    assert [r.display() if r else None for r in refs] == ["23, 15", "23, 15", "15", "30", None]
+    assert g.depth == 3 and g.depths() == [0, 1, 2, 3, 0]
+    reply = "<task1>15, 23</task1><task2>23, 15</task2><task3>15</task3><task4>31</task4>"
+    answers = extract_answers(reply, 5)
+    assert answers[4] is None
+    assert [check(r, a, reply) for r, a in zip(refs[:4], answers[:4])] == [True, True, True, False]
+
+
+def test_instructions_off_template_are_not_checked_by_code():
+    for typ, text in [("arithmetic", "Compute the cost and explain it."), ("sort", "Sort the fruit by taste."),
+                      ("count", "Count the vowels in the context."), ("format", "Write it nicely."),
+                      ("select", "From the list red, tan, pick the longest word.")]:  # a tie: no single answer
+        assert reference_of(SubTask(typ, text), "ctx", []) is None, text
+
+
+# ---------------------------------------------------------------------- generators
+@pytest.mark.parametrize("seed", range(40))
+def test_generators_references_are_correct(seed):
+    rng = np.random.default_rng(seed)
+    for make in (gen.arithmetic, gen.sort_list, gen.select_from_list, gen.count_items):
+        st, expected = make(rng)
+        ref = reference_of(st, "", [])
+        assert ref is not None, st.instruction
+        got = ref.value
+        assert (sorted(got) == sorted(expected)) if ref.match == "unordered" else got == expected, st.instruction
+    st, constraints = gen.format_task(rng, context="A calm sea.")
+    assert reference_of(st, "A calm sea.", []).constraints == constraints
+    # chained: the generator's own arithmetic on the earlier value, and the checkers' reference agree
+    first, values = gen.sort_list(rng)
+    chained = {"sort": gen.sort_list, "count": gen.count_items}
+    for make in chained.values():
+        st, expected = make(rng, (1, values))
+        assert reference_of(st, "", [reference_of(first, "", [])]).value == expected
+    st, expected = gen.arithmetic(rng, (1, 7))
+    assert reference_of(st, "", [reference_of(SubTask("arithmetic", "Compute 3 + 4."), "", [])]).value == expected
+
+
+def test_generator_arithmetic_is_plain_python_arithmetic():
+    rng = np.random.default_rng(3)
+    for _ in range(30):
+        st, expected = gen.arithmetic(rng)
+        expr = st.instruction[len("Compute "):-1]
+        assert eval(expr, {"__builtins__": {}}) == expected  # noqa: S307 - digits and + - * only
+
+
+@pytest.mark.parametrize("k, depth", [(k, d) for k in range(1, 6) for d in range(k)])
+def test_random_genomes_have_the_asked_cell(k, depth):
+    g = gen.random_genome(np.random.default_rng(k * 10 + depth), k, depth)
+    assert (g.k, g.depth) == (k, depth) and parse_text(g.render()) == g
+
+
+# --------------------------------------------------------------------- domain file
+def test_domain_yaml_loads_and_mask_has_15_feasible_cells(domain):
+    assert domain.plugin == "multitask" and domain.dims == (5, 5)
+    assert [m.name for m in domain.measures] == ["num_subtasks", "dependency_depth"]
+    mask = Plugin(domain=domain).feasible_cells()
+    assert mask.shape == (5, 5) and mask.sum() == 15
+    assert all(mask[k - 1, d] == (d <= k - 1) for k in range(1, 6) for d in range(5))
+
+
+@pytest.mark.parametrize("settings, message", [({"mode": "chaos"}, "mode must be"), ({"colour": 1}, "unknown key"),
+                                               ({"answer_prompt": "no slot"}, "must contain")])
+def test_bad_settings_are_named(domain, settings, message):
+    with pytest.raises(ConfigError, match=message):
+        Plugin(domain=with_settings(domain, **settings))
+
+
+# ------------------------------------------------------------------------ quality
+class CannedLM(LM):
+    """Replies with a fixed answer; scores the first label with a fixed log-probability (records its calls)."""
+
+    backend = "canned"
+
+    def __init__(self, *, reply: str, first: float) -> None:
+        self.reply, self.first = reply, first
+        self.generate_calls, self.score_calls = [], []
+
+    def generate(self, prompts, *, max_tokens, temperature=1.0, top_p=1.0, stop=(), seed=None):
+        self.generate_calls.append(len(prompts))
+        return [self.reply] * len(prompts)
+
+    def score(self, requests):
+        self.score_calls.append(len(requests))
+        return [[self.first] + [0.0] * (len(r.continuations) - 1) for r in requests]
+
+
+TEXT = ("Context: Pens: 4, 9, 2.\n1. [arithmetic] Compute 4 + 9 + 2.\n2. [sort] Sort the numbers 4, 9, 2 from smallest to largest.\n"
+        "3. [qa] Which pen count is odd?\n4. [generate] Write a slogan for pens.")
+
+
+@pytest.mark.parametrize("mode", ["data", "stress"])
+def test_quality_is_w_times_f_in_data_mode_and_w_times_1_minus_f_in_stress(domain, mode):
+    plugin = Plugin(domain=with_settings(domain, mode=mode))
+    text = parse_text(TEXT).render()
+    # task 1 right (code), task 2 wrong (code), task 3 answered (judged), task 4 missing tags
+    lm = CannedLM(reply="<task1>15</task1> <task2>9, 4, 2</task2> <task3>nine</task3>", first=0.0)
+    ev = plugin.evaluate([text, text], [Proposal("p", "x", ())] * 2, lm=lm, judge_lm=lm, seed=0)
+    ws, fj = domain.judges["well_posed"], domain.judges["followed"]
+    w = 1.0 / (1.0 + np.exp(-0.0 * ws.logit_scale))  # equal log-probs: W = 0.5 for two labels
+    judged = 0.5
+    f = (1.0 + 0.0 + judged + 0.0) / 4
+    expected = w * f if mode == "data" else w * (1 - f)
+    assert ev.quality == pytest.approx([expected, expected])
+    assert ev.measures.tolist() == [[4, 0], [4, 0]]
+    assert lm.generate_calls == [2] and lm.score_calls == [2 + 2]  # one batch: 2 W requests + 2 judged sub-tasks
+    d = ev.details[0]
+    assert d["W"] == pytest.approx(w) and d["F"] == pytest.approx(f) and d["answer"].startswith("<task1>15")
+    assert [s["by"] for s in d["subtasks"]] == ["code", "code", "judge", "missing"]
+    assert [s["pass"] for s in d["subtasks"]] == [True, False, True, False]
+    assert fj.labels[0] == " followed"
+
+
+def test_stress_mode_prefers_failed_prompts_and_the_w_gate(domain):
+    text = parse_text(TEXT).render()
+    good = CannedLM(reply="<task1>15</task1><task2>2, 4, 9</task2>", first=0.0)
+    q = {m: Plugin(domain=with_settings(domain, mode=m)).evaluate([text], [Proposal("p", "x", ())], lm=good, judge_lm=good,
+                                                                     seed=0).quality[0] for m in ("data", "stress")}
+    assert q["data"] > 0 and q["stress"] > 0 and q["data"] + q["stress"] == pytest.approx(0.5)  # W (1 - F) + W F = W
+    gated = Plugin(domain=with_settings(domain, mode="stress", min_well_posed=0.9))
+    assert gated.evaluate([text], [Proposal("p", "x", ())], lm=good, judge_lm=good, seed=0).quality[0] == 0.0
+
+
+def test_evaluate_of_nothing_makes_no_lm_call(domain):
+    lm = CannedLM(reply="", first=0.0)
+    ev = Plugin(domain=domain).evaluate([], [], lm=lm, judge_lm=lm, seed=0)
+    assert ev.quality.shape == (0,) and ev.measures.shape == (0, 2) and lm.generate_calls == [] == lm.score_calls
+
+
+# ---------------------------------------------------------------------- operators
+def one_per_cell(seeds, n):
+    """The first ``n`` seeds that land in distinct cells."""
+    out, cells = [], set()
+    for s in seeds:
+        g = parse_text(s)
+        if (g.k, g.depth) not in cells:
+            cells.add((g.k, g.depth))
+            out.append(s)
+    return out[:n]
+
+
+def archive_with(domain, texts):
+    from qdaif.archive import make_archive
+
+    a = make_archive([m.edges for m in domain.measures], seed=0)
+    gs = [parse_text(t) for t in texts]
+    a.add(solution=np.array([g.render() for g in gs], dtype=object), objective=np.full(len(gs), 0.5),
+          measures=np.array([[g.k, g.depth] for g in gs], float), id=np.arange(len(gs)), iteration=np.zeros(len(gs), np.int32))
+    return a
+
+
+def test_mutation_proposals_parse_to_valid_genomes_even_from_garbage(domain):
+    plugin = Plugin(domain=domain)
+    archive = archive_with(domain, one_per_cell(domain.seeds, 6))
+    rng = np.random.default_rng(0)
+    proposals = plugin.mutate(archive, rng, 60)
+    assert {p.operator for p in proposals} == set(OPERATORS)
+    for p in proposals:
+        json.dumps(p.meta)  # JSON values only
+        for generation in ("", " salad soup.", "\n\n###"):
+            text = plugin.parse(p, generation)
+            g = parse_text(text)
+            assert g is not None and 1 <= g.k <= 5 and parse_text(g.render()).render() == text
+            if p.operator != "lmx_crossover":
+                parent = parse_text(archive.data("solution")[list(archive.data("id")).index(p.parents[-1])])
+                assert abs(g.k - parent.k) <= 1  # one structural step from the parent
+
+
+def test_operators_move_toward_their_target_cell(domain):
+    plugin = Plugin(domain=with_settings(domain, crossover_rate=0.0))
+    archive = archive_with(domain, one_per_cell(domain.seeds, 4))
+    moved, total = 0, 0
+    for p in plugin.mutate(archive, np.random.default_rng(1), 60):
+        parent = parse_text(archive.data("solution")[list(archive.data("id")).index(p.parents[-1])])
+        child = parse_text(plugin.parse(p, ""))
+        kt, dt = p.meta["target"]
+        before = abs(parent.k - kt) + abs(parent.depth - dt)
+        after = abs(child.k - kt) + abs(child.depth - dt)
+        total += 1
+        moved += after < before or before == 0
+        if p.operator == "add_subtask":
+            assert child.k == parent.k + 1
+        if p.operator == "drop_subtask":
+            assert child.k == parent.k - 1
+        if p.operator == "retype_subtask":
+            slot = p.meta["slot"]
+            assert child.k == parent.k and slot not in {j for s in parent.subtasks for j in s.depends_on}
+    assert moved / total > 0.8
+
+
+def test_a_usable_lm_line_is_kept_and_a_computable_line_must_follow_a_template(domain):
+    plugin = Plugin(domain=with_settings(domain, crossover_rate=0.0))
+    archive = archive_with(domain, one_per_cell(domain.seeds, 3))
+    props = [p for p in plugin.mutate(archive, np.random.default_rng(2), 80) if p.operator in ("add_subtask", "retype_subtask")]
+    judged = next(p for p in props if p.meta["type"] in ("qa", "generate", "transform", "classify"))
+    line = " Which word of the context is the longest? Answer in <task9></task9> tags.\n2. [qa] more"
+    child = parse_text(plugin.parse(judged, line))
+    slot = judged.meta["slot"]
+    assert child.subtasks[slot - 1].instruction == "Which word of the context is the longest?"
+    assert judged.prompt.endswith("]") and judged.prompt.count("Multi-task prompt:") == 4
+    computable = next(p for p in props if p.meta["type"] in ("sort", "count", "arithmetic", "select") and not p.meta["depends_on"])
+    off_template = parse_text(plugin.parse(computable, " Do some maths with the numbers please."))
+    assert off_template.render() == computable.meta["fallback"]
+    assert references(off_template)[computable.meta["slot"] - 1] is not None
+
+
+def test_generic_lmx_without_meta_parses_or_drops(domain):
+    plugin = Plugin(domain=domain)
+    p = Proposal("prompt", "random_search", ())
+    assert plugin.parse(p, "no structure here") is None
+    text = plugin.parse(p, " Context: A farm.\n1. [count] Count the words in the context.\n")
+    assert parse_text(text).subtasks[0].type == "count"
+
+
+# ----------------------------------------------------------------------------- runs
+def test_two_iterations_with_the_scripted_fake_write_the_run_directory(domain, tmp_path):
+    from qdaif.algorithms import QDAIF
+    from qdaif.search import Search, SearchState
+
+    lm = ScriptedFakeLM()
+    algorithm = QDAIF(domain=domain, init_evaluations=6, min_init_cells=3)
+    search = Search(domain=domain, lm=lm, judge_lm=lm, run_dir=RunDir(tmp_path), state=SearchState.new(domain, 0, algorithm),
+                    batch_size=6, seed=0)
+    search.run(2, progress=False)
+    metrics, history, elites = rows(tmp_path / METRICS), rows(tmp_path / HISTORY), rows(tmp_path / ELITES)
+    assert len(metrics) == 2 and len(history) == 12  # every proposal repaired into a valid genome
+    assert lm.generate_calls == [6, 6, 6, 6]  # per iteration: the proposals, then the target's answers
+    assert len(lm.score_calls) == 2
+    assert metrics[0]["operator"] == "seeded_init" and set(metrics[1]["operator"].split(",")) <= set(OPERATORS)
+    assert "feasible_coverage" in metrics[-1]
+    assert metrics[-1]["feasible_coverage"] == pytest.approx(len({tuple(e["cell"]) for e in elites}) / 15)
+    for h in history:
+        g = h["genome"]
+        assert parse_text(h["text"]).to_dict()["subtasks"][0]["instruction"] == g["subtasks"][0]["instruction"]
+        assert h["measures"] == [g["k"], g["depth"]] and g["depth"] <= g["k"] - 1
+        assert {"answer", "W", "F", "subtasks", "source"} <= set(h["details"]) and "op" in h["meta"]
+    assert all("genome" in e for e in elites)
+    assert metrics[-1]["qd_score"] == pytest.approx(sum(e["quality"] for e in elites))
+
+
+@pytest.mark.embedded
+def test_multitask_run_on_the_embedded_model(tmp_path):
+    run_cli("run", "domain=multitask", "iterations=2", "batch_size=4", "init_evaluations=4", "hydra.run.dir=out",
+            "progress=false", "model.threads=1", cwd=tmp_path, check=True)
+    out = tmp_path / "out"
+    for name in (CONFIG, METRICS, HISTORY, ELITES, "checkpoint.pkl"):
+        assert (out / name).is_file(), name
+    metrics, history, elites = rows(out / METRICS), rows(out / HISTORY), rows(out / ELITES)
+    assert len(metrics) == 2 and metrics[-1]["evaluations"] == 8 and elites
+    assert metrics[-1]["qd_score"] == pytest.approx(sum(e["quality"] for e in elites))
+    assert len(history) == 8 - sum(m["dropped_empty"] + m["dropped_nonfinite"] + m["dropped_invalid"] for m in metrics)
+    assert all(0.0 <= h["quality"] <= 1.0 and h["genome"]["k"] == len(h["genome"]["subtasks"]) for h in history)
+    assert all(e["genome"]["k"] == e["cell"][0] + 1 and e["genome"]["depth"] == e["cell"][1] for e in elites)
+    assert metrics[-1]["feasible_coverage"] == pytest.approx(len(elites) / 15)
