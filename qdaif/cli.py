@@ -7,6 +7,7 @@ Commands:
   report      A self-contained HTML archive browser of a run.
   human-eval  Blinded export of elites for human raters, and analysis of their ratings.
   compare     Group runs by domain and algorithm: curves and tables with bootstrap CIs.
+  tta         Rewrites domain: a run's elites as test-time augmentations of its classifier.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ commands:
   plot     python -m qdaif plot DIR [--out OUT] [--equal-bins] [--animate --frames N]
   report   python -m qdaif report DIR [--out FILE]
   compare  python -m qdaif compare DIR [DIR ...] --out OUT [--bootstrap N] [--seed S]
+  tta      python -m qdaif tta run=DIR [out=DIR] [m=4] [aggregate=prob|logprob] [seed=0] [model.threads=1]
   human-eval
            python -m qdaif human-eval export DIR[=METHOD] [DIR ...] --per-cell K --out OUT
            python -m qdaif human-eval import OUT RATINGS [RATINGS ...]
@@ -502,8 +504,43 @@ def _human_eval_command(args: list[str]) -> None:
     print(f"qdaif: wrote {he.RESULTS_MD}, {he.RESULTS_CSV} and {he.AGREEMENT_CSV} in {a.out}")
 
 
+# ---------------------------------------------------------------------- tta
+def _tta_command(args: list[str]) -> None:
+    from omegaconf import OmegaConf
+
+    from qdaif.plugins.rewrites.tta import run_tta
+    from qdaif.run_dir import RunDir
+
+    opts, overrides = {}, []
+    for a in args:
+        key, sep, value = a.partition("=")
+        if not sep:
+            _fail(f"tta takes key=value arguments, got {a!r}")
+        if key in ("run", "out", "m", "aggregate", "seed"):
+            opts[key] = value
+        elif key.split(".")[0] in ("model", "judge_model", "cache"):
+            overrides.append(a)
+        else:
+            _fail(f"tta: unknown argument {key!r}; use run=DIR [out=DIR] [m=4] [aggregate=prob|logprob] [seed=0] "
+                  "and model.*/judge_model.*/cache overrides")
+    if not opts.get("run"):
+        _fail("tta needs run=DIR, the directory of a finished rewrites run")
+    if not Path(opts["run"]).is_dir():
+        _fail(f"tta: run directory {opts['run']!r} does not exist")
+    run_dir = RunDir.existing(opts["run"])
+    record = run_dir.read_config()
+    cfg = OmegaConf.create({k: v for k, v in record.items() if k not in ("model_info", "judge_model_info", "versions")})
+    cfg.merge_with(OmegaConf.from_dotlist(overrides))
+    domain, lm, judge_lm = _build(cfg)
+    result = run_tta(run_path=run_dir.path, domain=domain, lm=lm, judge_lm=judge_lm, m=_parse_int("m", opts.get("m", "4")),
+                     aggregate=opts.get("aggregate", "prob"), seed=_parse_int("seed", opts.get("seed", "0")),
+                     out=opts.get("out"))
+    print(result.to_markdown())
+    print(f"qdaif: wrote tta.md, tta.csv and tta_items.jsonl in {opts.get('out') or run_dir.path}")
+
+
 COMMANDS = {"run": _run_command, "judge": _judge_command, "plot": _plot_command, "report": _report_command,
-            "human-eval": _human_eval_command, "compare": _compare_command}
+            "human-eval": _human_eval_command, "compare": _compare_command, "tta": _tta_command}
 
 
 def main(argv: Sequence[str] | None = None) -> None:

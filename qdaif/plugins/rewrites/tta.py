@@ -1,0 +1,220 @@
+"""Downstream check of a rewrites run: QD elites as test-time augmentations (``python -m qdaif tta``).
+
+For each out-of-distribution input of a finished run, the classifier's class
+probabilities (or log-probabilities) are averaged over the original and a set of
+augmentations, and the argmax is compared with the gold label. Methods:
+
+- ``original``: no augmentation;
+- ``paraphrase_first_m``: the first ``m`` valid paraphrases out of ``B`` sampled with the
+  domain's paraphrase prompt (unselected samples, in generation order);
+- ``paraphrase_all``: all valid paraphrases of those ``B``;
+- ``qd_top_m``: the ``m`` best elites of the input's slice by quality (one per cell);
+- ``qd_all``: every elite of the input's slice.
+
+Elites of quality 0 (below the meaning floor) are never used. The paraphrases are not
+filtered: the baseline spends no judge call.
+
+``B`` is the number of generations the search spent on the input: its ``history.jsonl``
+rows plus its share (proportional to those rows) of the run's dropped generations, so
+the paraphrase baseline makes as many ``generate`` calls in total as the search did.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from qdaif.errors import ConfigError, RunDirError
+
+if TYPE_CHECKING:
+    from qdaif.domain import Domain
+    from qdaif.lm import LM
+
+__all__ = ["TTARow", "TTAResult", "aggregate_predictions", "generation_budgets", "run_tta", "METHODS"]
+
+METHODS = ("original", "paraphrase_first_m", "paraphrase_all", "qd_top_m", "qd_all")
+TTA_MD, TTA_CSV, TTA_ITEMS = "tta.md", "tta.csv", "tta_items.jsonl"
+
+
+@dataclasses.dataclass(frozen=True)
+class TTARow:
+    """Accuracy of one method on the OOD inputs."""
+
+    method: str
+    correct: int
+    n: int
+    augmentations: float  # mean augmentations per input (besides the original)
+    generations: int  # LM generate calls spent in all
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.n if self.n else float("nan")
+
+
+@dataclasses.dataclass
+class TTAResult:
+    """The table of a downstream check and how it was made."""
+
+    rows: list[TTARow]
+    m: int
+    aggregate: str
+    target: str
+    items: list[dict[str, Any]]
+
+    def to_markdown(self) -> str:
+        lines = ["| method | accuracy | correct / n | augmentations per input | generations |",
+                 "|---|---|---|---|---|"]
+        for r in self.rows:
+            lines.append(f"| {r.method} | {r.accuracy:.3f} | {r.correct} / {r.n} | {r.augmentations:.2f} | {r.generations} |")
+        note = (f"\nm = {self.m}; aggregation: mean of class {'probabilities' if self.aggregate == 'prob' else 'log-probabilities'} "
+                f"over the original and its augmentations; search quality target: {self.target}.")
+        if self.target == "gold":
+            note += (" The search's quality used the gold labels, so the qd_* rows are an oracle "
+                     "(upper bound), not a fair test-time result.")
+        return "\n".join(lines) + "\n" + note + "\n"
+
+
+def aggregate_predictions(probs: Sequence[np.ndarray], *, aggregate: str = "prob") -> int:
+    """Index of the class with the largest mean probability (or mean log-probability) over ``probs``.
+
+    Args:
+        probs: One class distribution per text (original first), each of shape ``(num_classes,)``.
+        aggregate: ``prob`` or ``logprob``.
+    """
+    x = np.asarray(probs, dtype=np.float64)
+    if aggregate == "logprob":
+        x = np.log(np.clip(x, 1e-12, 1.0))
+    return int(np.argmax(x.mean(axis=0)))
+
+
+def generation_budgets(history: Sequence[dict], total: int, ids: Sequence[str]) -> dict[str, int]:
+    """Generations the search spent on each input.
+
+    Each input gets its ``history`` rows (``meta.input``) plus a share of the ``total -
+    len(history)`` generations that left no row (dropped as empty or invalid),
+    proportional to its rows; largest remainders round the shares so that the budgets
+    add up to ``total``. Without any row the total is split evenly.
+    """
+    rows = Counter(h.get("meta", {}).get("input") for h in history)
+    counts = np.array([rows.get(i, 0) for i in ids], dtype=float)
+    if counts.sum() == 0:
+        counts = np.ones(len(ids))
+    all_rows = sum(rows.values()) or counts.sum()
+    exact = counts / all_rows * total
+    base = np.floor(exact).astype(int)
+    left = int(round(exact.sum())) - int(base.sum())
+    for k in np.argsort(-(exact - base), kind="stable")[:max(0, left)]:
+        base[k] += 1
+    return {i: int(b) for i, b in zip(ids, base)}
+
+
+def run_tta(*, run_path: str | Path, domain: "Domain", lm: "LM", judge_lm: "LM", m: int = 4, aggregate: str = "prob",
+            seed: int = 0, out: str | Path | None = None) -> TTAResult:
+    """Runs the downstream check on a finished rewrites run and writes its table.
+
+    Args:
+        run_path: The run directory.
+        domain: The run's domain (as recorded in its config).
+        lm: The generator, for the paraphrase baseline (one batched ``generate`` call).
+        judge_lm: The model behind the classifier (one batched ``score`` call).
+        m: Augmentations per input for the ``*_m`` methods.
+        aggregate: ``prob`` (mean class probabilities) or ``logprob``.
+        seed: Sampling seed of the paraphrase baseline.
+        out: Folder for ``tta.md``, ``tta.csv`` and ``tta_items.jsonl`` (default: the run).
+
+    Raises:
+        ConfigError: Not a rewrites run, no OOD input, or a bad ``m``/``aggregate``.
+        RunDirError: The run has no ``metrics.jsonl`` (it has not finished an iteration).
+    """
+    from qdaif.plugin import make_plugin
+    from qdaif.plugins.rewrites import Plugin
+    from qdaif.run_dir import ELITES, HISTORY, METRICS, RunDir, dumps
+
+    if m < 1:
+        raise ConfigError(f"m must be >= 1, got {m}")
+    if aggregate not in ("prob", "logprob"):
+        raise ConfigError(f"aggregate must be prob or logprob, got {aggregate!r}")
+    plugin = make_plugin(domain)
+    if not isinstance(plugin, Plugin):
+        raise ConfigError(f"{run_path} is a run of domain {domain.name!r}; tta needs a run of the rewrites domain")
+    run = RunDir(run_path)
+    metrics, history, elites = run.read_jsonl(METRICS), run.read_jsonl(HISTORY), run.read_jsonl(ELITES)
+    if not metrics:
+        raise RunDirError(f"{run_path} has no {METRICS}: run at least one iteration first")
+    ids = [t.id for t in plugin.inputs]
+    budgets = generation_budgets(history, int(metrics[-1]["evaluations"]), ids)
+    ood = [t for t in plugin.inputs if t.style == "ood"]
+    if not ood:
+        raise ConfigError(f"the run searched no out-of-distribution input (settings.inputs={domain.settings.get('inputs')})")
+
+    # Paraphrase baseline: B_i samples per input in one generate call.
+    prompts, owners = [], []
+    for t in ood:
+        prompts += [plugin.paraphrase_prompt(t.text)] * budgets[t.id]
+        owners += [t.id] * budgets[t.id]
+    g = domain.generation
+    raw = lm.generate(prompts, max_tokens=g.max_tokens, temperature=g.temperature, top_p=g.top_p, stop=g.stop,
+                      seed=seed) if prompts else []
+    paraphrases: dict[str, list[str]] = {t.id: [] for t in ood}
+    from qdaif.operators import Proposal
+
+    for owner, text in zip(owners, raw):
+        parsed = plugin.parse(Proposal("", "paraphrase", (), meta={"input": owner}), text)
+        if parsed:
+            paraphrases[owner].append(parsed)
+    by_input: dict[str, list[dict]] = {t.id: [] for t in ood}
+    for e in elites:
+        key = ids[int(e["cell"][0])]
+        if key in by_input:
+            by_input[key].append(e)
+    for v in by_input.values():
+        v.sort(key=lambda e: (-float(e["quality"]), int(e["id"])))
+
+    sets: dict[str, dict[str, list[str]]] = {}
+    for t in ood:
+        qd = [str(e["text"]) for e in by_input[t.id] if float(e["quality"]) > 0]
+        sets[t.id] = {"original": [], "paraphrase_first_m": paraphrases[t.id][:m],
+                      "paraphrase_all": paraphrases[t.id], "qd_top_m": qd[:m], "qd_all": qd}
+    # One score call for every distinct text.
+    unique: dict[tuple[str, str], int] = {}
+    for t in ood:
+        for text in [t.text] + [x for method in METHODS for x in sets[t.id][method]]:
+            unique.setdefault((t.task, text), len(unique))
+    keys = list(unique)
+    probs = plugin.classifier.predict_proba([k[1] for k in keys], [k[0] for k in keys], lm=judge_lm)
+
+    spent_search = sum(budgets[t.id] for t in ood)
+    spent_para = len(prompts)
+    rows, items = [], []
+    for method in METHODS:
+        correct, n_aug = 0, 0
+        for t in ood:
+            texts = [t.text] + sets[t.id][method]
+            classes = plugin.classifier.classes(t.task)
+            pred = classes[aggregate_predictions([probs[unique[(t.task, x)]] for x in texts], aggregate=aggregate)]
+            correct += pred == t.label
+            n_aug += len(texts) - 1
+            items.append({"method": method, "input": t.id, "task": t.task, "label": t.label, "prediction": pred,
+                          "augmentations": texts[1:]})
+        gens = 0 if method == "original" else spent_para if method.startswith("paraphrase") else spent_search
+        rows.append(TTARow(method=method, correct=int(correct), n=len(ood), augmentations=n_aug / len(ood),
+                           generations=int(gens)))
+    result = TTAResult(rows=rows, m=m, aggregate=aggregate, target=plugin.target, items=items)
+    folder = Path(out) if out is not None else run.path
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / TTA_MD).write_text(result.to_markdown(), encoding="utf-8")
+    with open(folder / TTA_CSV, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["method", "accuracy", "correct", "n", "augmentations_per_input", "generations", "m", "aggregate",
+                    "target"])
+        for r in rows:
+            w.writerow([r.method, f"{r.accuracy:.6f}", r.correct, r.n, f"{r.augmentations:.4f}", r.generations, m,
+                        aggregate, plugin.target])
+    (folder / TTA_ITEMS).write_text("".join(dumps(i) + "\n" for i in items), encoding="utf-8")
+    return result
