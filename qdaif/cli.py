@@ -185,7 +185,9 @@ def validate_run_config(cfg: Any) -> None:
     _int_at_least(cfg, "init_evaluations", 0)
     _int_at_least(cfg, "min_init_cells", 1)
     _int_at_least(cfg, "plot_every", 0)
-    domain_from_config(cfg.domain)
+    from qdaif.plugin import make_plugin
+
+    make_plugin(domain_from_config(cfg.domain))  # a plugin validates its settings when built
     from qdaif.algorithms import algorithm_names
 
     name = (cfg.get("algorithm") or {}).get("name", "qdaif")
@@ -391,6 +393,9 @@ def _judge_command(args: list[str]) -> None:
     cfg = compose_config(overrides)
     texts = read_texts(opts["input"])
     domain, _, judge_lm = _build(cfg)
+    if domain.plugin:
+        _fail(f"judge scores texts with a domain's label judges; domain {domain.name} is judged by its plugin "
+              f"({domain.plugin}), which needs the prompt each text answers: inspect its runs' history.jsonl 'details' instead")
     judge = LabelJudge(domain=domain, lm=judge_lm)
     archive = make_archive([m.edges for m in domain.measures])
     chunk = _parse_int("chunk", opts.get("chunk", "64"))

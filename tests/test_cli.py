@@ -34,6 +34,8 @@ def assert_one_line_error(proc, *fragments):
         (["batch_size=0"], ["batch_size must be >= 1"]),
         (["batch_size=many"], ["batch_size must be an integer"]),
         (["domain.quality.query=no placeholder"], ["must contain the placeholder {text}"]),
+        (["domain=multitask", "domain.plugin=no_such_module"], ["cannot import 'no_such_module'"]),
+        (["domain=multitask", "domain.settings.mode=sideways"], ["mode"]),
     ],
 )
 def test_bad_config_gives_one_line_error(tmp_path, args, fragments):
@@ -139,3 +141,9 @@ def test_judge_command_scores_jsonl_and_plain_text(tmp_path):
     assert set(row["measures"]) == {"sentiment"} and len(row["cell"]) == 1
     assert set(row["labels"]["sentiment"]) == {" positive", " negative"}
     assert_one_line_error(run_cli("judge", "model=scripted_fake", "input=nope.txt", cwd=tmp_path), "does not exist")
+
+
+def test_judge_command_on_a_plugin_domain_says_why_not(tmp_path):
+    (tmp_path / "t.txt").write_text("a text\n")
+    proc = run_cli("judge", "domain=multitask", "model=scripted_fake", "input=t.txt", cwd=tmp_path, timeout=600)
+    assert_one_line_error(proc, "domain multitask is judged by its plugin")
