@@ -317,6 +317,31 @@ def _new_figure(axes: Sequence[Axis]):
     return fig, fig.add_subplot()
 
 
+def drawable(run: RunData) -> RunData:
+    """Returns ``run`` itself if it has 1 or 2 measures, else its projection on the last two.
+
+    A run with more measures (e.g. the rewrites domain: one 2D archive per input text) is
+    drawn as the best elite over the leading measures in each cell of the last two; the
+    projection's ``config`` gets ``projected_over`` (the leading measures' names).
+    """
+    if len(run.axes) <= 2:
+        return run
+    lead = len(run.axes) - 2
+    best: dict[tuple, dict[str, Any]] = {}
+    for e in run.elites:
+        key = tuple(e["cell"][lead:])
+        if key not in best or e["quality"] > best[key]["quality"]:
+            best[key] = e
+
+    def cut(row: dict[str, Any]) -> dict[str, Any]:
+        m = row.get("measures")
+        return {**row, "cell": list(row["cell"][lead:]), "measures": list(m[lead:]) if isinstance(m, list) else m}
+
+    config = {**run.config, "projected_over": [a.name for a in run.axes[:lead]]}
+    return dataclasses.replace(run, config=config, axes=list(run.axes[lead:]), elites=[cut(e) for e in best.values()],
+                               history=[cut(h) for h in run.history])
+
+
 def _check_drawable(axes: Sequence[Axis]) -> None:
     if len(axes) > 2:
         raise ConfigError(f"heatmaps are drawn for 1 or 2 measures; this run has {len(axes)} "
@@ -342,16 +367,22 @@ def heatmap_figure(run: RunData, *, equal_bins: bool = False, title: str | None 
     Returns:
         A ``matplotlib.figure.Figure`` (not registered with pyplot; no need to close it).
 
-    Raises:
-        ConfigError: The run has more than two measures.
+    A run with more than two measures is drawn by :func:`drawable`: the best elite over
+    the leading measures in each cell of the last two.
     """
-    _check_drawable(run.axes)
+    full, run = run, drawable(run)
     grid = run.grid()
     fig, ax = _new_figure(run.axes)
     vmin, vmax = _colour_range(grid)
     mesh = _draw_grid(ax, grid, run.axes, equal_bins=equal_bins, vmin=vmin, vmax=vmax)
     s = run.summary()
-    ax.set_title(title or f"{run.domain_name}: {_stats_text(s['qd_score'], s['num_elites'], run.cells)}", fontsize=10)
+    if full is not run:
+        s = full.summary()
+        over = ", ".join(run.config["projected_over"])
+        default = f"{run.domain_name}: {_stats_text(s['qd_score'], s['num_elites'], full.cells)}\nbest over {over}"
+    else:
+        default = f"{run.domain_name}: {_stats_text(s['qd_score'], s['num_elites'], run.cells)}"
+    ax.set_title(title or default, fontsize=10)
     fig.colorbar(mesh, ax=ax, label="elite quality (grey: empty)", fraction=0.05, pad=0.02)
     return fig
 
@@ -449,7 +480,6 @@ def plot_run(run: RunData | str | Path, *, out: str | Path | None = None, equal_
 
     Raises:
         RunDirError: The run directory is missing or incomplete.
-        ConfigError: The run has more than two measures.
     """
     run = as_run(run)
     out = Path(out) if out is not None else run.path
@@ -483,13 +513,12 @@ def animate_run(
         The number of frames written.
 
     Raises:
-        ConfigError: Unknown suffix, ffmpeg missing for MP4, ``frames`` < 1, or more than two measures.
+        ConfigError: Unknown suffix, ffmpeg missing for MP4, or ``frames`` < 1.
         RunDirError: The run has no history.
     """
     from matplotlib import animation
 
-    run = as_run(run)
-    _check_drawable(run.axes)
+    run = drawable(as_run(run))
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".gif":

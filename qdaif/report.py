@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from qdaif.plot import Axis, RunData, as_run, heatmap_figure, progress_figure
+from qdaif.plot import Axis, RunData, as_run, drawable, heatmap_figure, progress_figure
 from qdaif.run_dir import CONFIG, atomic_write
 
 __all__ = ["REPORT", "write_report", "report_html", "json_for_html", "lineage_nodes"]
@@ -327,16 +327,15 @@ def report_html(run: RunData, *, title: str | None = None) -> str:
     """Builds the report page of a run.
 
     Args:
-        run: A loaded run (1 or 2 measures).
+        run: A loaded run; with more than two measures the page shows the best elite
+            over the leading measures per cell of the last two (:func:`qdaif.plot.drawable`).
         title: Page title (default: the domain and the run folder).
 
     Returns:
         The HTML text.
-
-    Raises:
-        ConfigError: The run has more than two measures.
     """
-    heat = heatmap_figure(run)  # also checks the number of measures
+    heat = heatmap_figure(run)
+    run = drawable(run)
     grid = run.grid()
     finite = grid[np.isfinite(grid)]
     vmin = min(0.0, float(finite.min())) if len(finite) else 0.0
@@ -432,7 +431,6 @@ def write_report(run: RunData | str | Path, *, out: str | Path | None = None, ti
 
     Raises:
         RunDirError: The run directory is missing or incomplete.
-        ConfigError: The run has more than two measures.
     """
     run = as_run(run)
     path = Path(out) if out is not None else run.path / REPORT

@@ -203,16 +203,29 @@ def test_animation_has_one_frame_per_snapshot(run_1d, tmp_path, frames):
         assert im.n_frames == frames
 
 
+def test_three_measures_are_drawn_as_the_best_over_the_leading_one(tmp_path):
+    from qdaif.plot import drawable
+
+    measures = [numeric(n, [0, 0.5, 1]) for n in ("a", "b", "c")]
+    run3 = load_run(make_run(tmp_path / "r3", measures=measures, rows=random_rows(measures, 40)))
+    flat = drawable(run3)
+    assert [a.name for a in flat.axes] == ["b", "c"] and flat.config["projected_over"] == ["a"]
+    expected = {}
+    for e in run3.elites:
+        key = tuple(e["cell"][1:])
+        expected[key] = max(expected.get(key, -np.inf), e["quality"])
+    assert {tuple(e["cell"]): e["quality"] for e in flat.elites} == expected
+    assert all(len(h["cell"]) == 2 for h in flat.history)
+    fig = heatmap_figure(run3)
+    assert "best over a" in fig.axes[0].get_title()
+
+
 def test_bad_inputs_raise_errors_a_user_can_act_on(tmp_path, run_1d):
     with pytest.raises(RunDirError, match="does not exist"):
         load_run(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
     with pytest.raises(RunDirError, match="not a qdaif run directory"):
         load_run(tmp_path / "empty")
-    measures = [numeric(n, [0, 0.5, 1]) for n in ("a", "b", "c")]
-    run3 = load_run(make_run(tmp_path / "r3", measures=measures, rows=random_rows(measures, 5)))
-    with pytest.raises(ConfigError, match="1 or 2 measures"):
-        heatmap_figure(run3)
     with pytest.raises(ConfigError, match=".gif or .mp4"):
         animate_run(run_1d, path=tmp_path / "x.avi", frames=2)
     broken = make_run(tmp_path / "broken", measures=[numeric("s", [0, 1])], rows=random_rows([numeric("s", [0, 1])], 2))
