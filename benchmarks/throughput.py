@@ -1,6 +1,6 @@
 """Speed of the QDAIF loop on the embedded model: generation, judging, whole iterations.
 
-    python benchmarks/throughput.py [--repeats 2] [--full-run]
+    python benchmarks/throughput.py [--repeats 2] [--full-run] [--before]
 
 Prints, on this machine:
   1. generation tokens/s at batch 1, 4 and 16 (LMX prompts of the opinions domain);
@@ -8,7 +8,9 @@ Prints, on this machine:
      one batched call with the few-shot prefix cached;
   3. evaluations/s of whole search iterations at batch 1, 4 and 16, and the share of
      wall time spent outside the LM (engine overhead);
-  4. with --full-run, the wall time of a 2000-evaluation opinions run through the CLI.
+  4. with --full-run, the wall time of a 2000-evaluation opinions run through the CLI;
+  with --before, step 1 also runs with the backend's old settings (transformers'
+  ``generate`` and SDPA attention) for a before/after comparison on the same machine.
 Timings on a shared 2-core machine are noisy: each figure is given as min/median over
 ``--repeats`` repetitions.
 """
@@ -114,12 +116,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--full-run", action="store_true")
+    parser.add_argument("--before", action="store_true", help="also time generation with generate() + SDPA")
     args = parser.parse_args()
     cfg = compose_config([])
     domain = domain_from_config(cfg.domain)
     lm = make_lm(cfg.model)
     print(f"model: {lm.describe()}")
     print("1. generation")
+    if args.before:
+        decoder, attention = lm.decoder, lm.model.config._attn_implementation
+        lm.decoder = "hf"
+        lm.model.set_attn_implementation("sdpa")
+        print("  before (transformers generate, sdpa attention):")
+        bench_generation(lm, domain, args.repeats)
+        lm.decoder = decoder
+        lm.model.set_attn_implementation(attention)
+        print(f"  after ({decoder} decoder, {attention} attention):")
     bench_generation(lm, domain, args.repeats)
     print("2. judge")
     bench_judge(lm, domain, args.repeats)
