@@ -22,12 +22,16 @@ class Proposal:
         parents: Candidate ids of the few-shot examples (``"seed:K"`` for seed text K).
         meta: What a domain plugin needs to know about the proposal (e.g. the input a
             rewrite is of); recorded in ``history.jsonl`` when not empty. JSON values.
+        generation: Overrides of the domain's :class:`qdaif.domain.Generation` for this
+            prompt (e.g. ``{"max_tokens": 40, "stop": ("\n",)}`` for an operator that
+            needs one line). Proposals with the same settings share one ``generate`` call.
     """
 
     prompt: str
     operator: str
     parents: tuple
     meta: dict = dataclasses.field(default_factory=dict, compare=False, hash=False)
+    generation: dict = dataclasses.field(default_factory=dict, compare=False, hash=False)
 
 
 def seed_ref(k: int) -> str:

@@ -75,8 +75,9 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 class Search:
     """Runs QDAIF iterations and records them in a run directory.
 
-    Each iteration asks the state's algorithm for ``batch_size`` prompts, makes exactly
-    one ``generate`` call and one judge ``score`` call, adds the judged candidates to
+    Each iteration asks the state's algorithm for ``batch_size`` prompts, makes one
+    ``generate`` call (one per distinct generation setting when operators override the
+    domain's) and one judge ``score`` call, adds the judged candidates to
     the evaluation archive, lets the algorithm observe them, appends to
     ``history.jsonl`` and ``metrics.jsonl``, rewrites ``elites.jsonl`` and writes the
     checkpoint.
@@ -131,14 +132,24 @@ class Search:
         proposals = s.algorithm.propose(s.archive, s.evaluations, s.rng, self.batch_size)
 
         t0 = time.perf_counter()
-        raw = self.lm.generate(
-            [p.prompt for p in proposals],
-            max_tokens=gen.max_tokens,
-            temperature=gen.temperature,
-            top_p=gen.top_p,
-            stop=gen.stop,
-            seed=iteration_seed(self.seed, iteration),
-        )
+        # One batched call per distinct generation setting: one call unless an operator
+        # asks for other settings (e.g. a one-line edit that stops at a newline).
+        groups: dict[Any, list[int]] = {}
+        for i, p in enumerate(proposals):
+            g = dataclasses.replace(gen, **{k: tuple(v) if k == "stop" else v for k, v in p.generation.items()})
+            groups.setdefault(g, []).append(i)
+        raw = [""] * len(proposals)
+        for g, idx in groups.items():
+            out = self.lm.generate(
+                [proposals[i].prompt for i in idx],
+                max_tokens=g.max_tokens,
+                temperature=g.temperature,
+                top_p=g.top_p,
+                stop=g.stop,
+                seed=iteration_seed(self.seed, iteration),
+            )
+            for i, text in zip(idx, out):
+                raw[i] = text
         lm_seconds = time.perf_counter() - t0
         texts = [t.strip() for t in raw]
         keep = [i for i, t in enumerate(texts) if t]

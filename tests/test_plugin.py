@@ -88,3 +88,27 @@ def test_plugin_domain_errors_name_the_field(change, message):
     node = {**NODE, **change}
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("{", r"\{")):
         domain_from_config(node)
+
+
+class ShortLinePlugin(Plugin):
+    """The toy plugin, with every other mutation asking for at most 2 tokens."""
+
+    def mutate(self, archive, rng, n):
+        return [Proposal(f"Text: more {k}", "toy_mutation", (), meta={"k": k},
+                         generation={"max_tokens": 2, "stop": ["\n"]} if k % 2 else {}) for k in range(n)]
+
+
+def test_proposals_with_their_own_generation_settings_share_one_call_per_setting(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setattr(sys.modules[__name__], "Plugin", ShortLinePlugin)
+    domain = domain_from_config(NODE)
+    lm = ScriptedFakeLM(max_words=8)
+    algorithm = QDAIF(domain=domain, init_evaluations=6, min_init_cells=1)
+    search = Search(domain=domain, lm=lm, judge_lm=lm, run_dir=RunDir(tmp_path), state=SearchState.new(domain, 0, algorithm),
+                    batch_size=6, seed=0)
+    search.run(3, progress=False)
+    assert lm.generate_calls == [6, 3, 3, 3, 3]  # init: one call; mutation: one call per setting
+    history = [json.loads(x) for x in (tmp_path / HISTORY).read_text().splitlines()]
+    short = [h for h in history if h.get("meta", {}).get("k", 0) % 2]
+    assert short and all(len(h["text"].split()) <= 2 for h in short)

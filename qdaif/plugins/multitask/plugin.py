@@ -48,6 +48,8 @@ WELL_POSED, FOLLOWED = "well_posed", "followed"
 MEASURES = ("num_subtasks", "dependency_depth")
 OPERATORS = ("add_subtask", "drop_subtask", "retype_subtask", "chain", "lmx_crossover")
 
+LINE_MAX_TOKENS = 48  # one sub-task instruction line (about 30 words)
+
 
 @lru_cache(maxsize=1)
 def load_items() -> tuple[dict[str, Any], ...]:
@@ -241,7 +243,9 @@ class Plugin(DomainPlugin):
         meta = {"op": op, "target": [kt, dt], **meta}
         examples = [e[1] for e in shown] + [parent[1]]
         prompt = self._lmx_prompt(examples, meta.pop("prompt_prefix", ""))
-        return Proposal(prompt, op, tuple(e[0] for e in shown) + (parent[0],), meta=meta)
+        # A line operator needs one line from the LM, a drop none: do not sample a whole prompt.
+        generation = {"max_tokens": 1} if op == "drop_subtask" else {"max_tokens": LINE_MAX_TOKENS, "stop": ["\n"]}
+        return Proposal(prompt, op, tuple(e[0] for e in shown) + (parent[0],), meta=meta, generation=generation)
 
     def _line_plan(self, g: Genome, slot: int, typ: str, deps: tuple[int, ...], fallback: SubTask, replace: bool) -> dict:
         """Meta of an operator whose LM part is one sub-task line at position ``slot`` (1-based)."""
