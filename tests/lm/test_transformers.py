@@ -104,3 +104,39 @@ def test_top_p_sampler_keeps_exactly_the_nucleus():
     wide = torch.stack([_sample(flat, 1.0, 0.5, g) for _ in range(300)])
     assert wide.unique().numel() > 100 and int(wide.max()) < 1000
     assert _sample(logits, 0.0, 0.7, g).tolist() == [0, 0]
+
+
+def test_judges_sharing_the_candidate_text_cost_one_row_and_agree_with_separate_prompts(embedded_lm, opinions_domain,
+                                                                                         monkeypatch):
+    from qdaif.feedback import LabelJudge
+
+    judge = LabelJudge(domain=opinions_domain, lm=embedded_lm)
+    reqs = [ScoreRequest(*spec.prompt_parts(t), spec.labels) for spec in judge.specs for t in TEXTS]
+    rows_seen = []
+    real = embedded_lm._target_logprobs
+
+    def recording(head, rows, targets):
+        rows_seen.append(len(rows))
+        return real(head, rows, targets)
+
+    monkeypatch.setattr(embedded_lm, "_target_logprobs", recording)
+    together = embedded_lm.score(reqs)
+    # the opinions quality prompt is a prefix of its sentiment prompt: one row per text
+    assert rows_seen == [len(TEXTS)]
+    alone = [embedded_lm.score([ScoreRequest("", r.prompt, r.continuations)])[0] for r in reqs]
+    for a, b in zip(together, alone):
+        assert a == pytest.approx(b, abs=0.15)
+
+
+def test_merge_prefix_rows_keeps_only_rows_no_other_row_extends():
+    from qdaif.lm._transformers import _merge_prefix_rows
+
+    rows = [[5, 6], [5, 6, 7, 8], [9], [5, 6, 7], [9], [1, 2]]
+    targets = [(0, 0, 0, 1, 42), (1, 0, 1, 3, 43), (2, 0, 2, 0, 44), (3, 1, 3, 2, 45), (4, 0, 4, 0, 46), (5, 0, 5, 1, 47)]
+    kept, moved = _merge_prefix_rows(rows, targets)
+    assert kept == [[5, 6, 7, 8], [9], [1, 2]]
+    # each target now points at a kept row holding the same tokens up to its position
+    for (i, j, row, pos, tok), (_, _, old_row, old_pos, old_tok) in zip(moved, targets):
+        assert (pos, tok) == (old_pos, old_tok)
+        assert kept[row][: pos + 1] == rows[old_row][: pos + 1]
+    assert [t[2] for t in moved] == [0, 0, 1, 0, 1, 2]
