@@ -1,6 +1,7 @@
 """Speed of the QDAIF loop on the embedded model: generation, judging, whole iterations.
 
-    python benchmarks/throughput.py [--repeats 2] [--full-run] [--before] [--parts generation,judge,iterations]
+    python benchmarks/throughput.py [--repeats 2] [--full-run] [--parts generation,judge,iterations]
+                                    [hydra overrides, e.g. model.attention=eager model.malloc_reuse=false]
 
 Prints, on this machine:
   1. generation tokens/s at batch 1, 4 and 16 (LMX prompts of the opinions domain);
@@ -8,11 +9,11 @@ Prints, on this machine:
      one batched call with the few-shot prefix cached;
   3. evaluations/s of whole search iterations at batch 1, 4 and 16, and the share of
      wall time spent outside the LM (engine overhead);
-  4. with --full-run, the wall time of a 2000-evaluation opinions run through the CLI;
-  with --before, step 1 also runs with the backend's old settings (transformers'
-  ``generate`` and SDPA attention) for a before/after comparison on the same machine.
-Timings on a shared 2-core machine are noisy: each figure is given as min/median over
-``--repeats`` repetitions.
+  4. with --full-run, the wall time of a 2000-evaluation opinions run through the CLI.
+Overrides select other backend settings for before/after comparisons, e.g. the settings
+before this project's CPU work: ``model.decoder=hf model.attention=sdpa
+model.malloc_reuse=false`` (see docs/performance.md). Timings on a shared 2-core machine
+are noisy: each figure is given as min/median over ``--repeats`` repetitions.
 """
 
 from __future__ import annotations
@@ -101,11 +102,11 @@ def bench_iterations(lm, domain, cfg, repeats: int) -> None:
               f"outside the LM: {spread([100 * o for o in overheads])} % of wall time")
 
 
-def full_run() -> None:
+def full_run(overrides: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         subprocess.run([sys.executable, "-m", "qdaif", "run", "domain=opinions", "iterations=125", "batch_size=16",
-                        f"hydra.run.dir={tmp}/run", "progress=false"], check=True)
+                        f"hydra.run.dir={tmp}/run", "progress=false", *overrides], check=True)
         wall = time.perf_counter() - t
         last = json.loads(Path(tmp, "run", "metrics.jsonl").read_text().splitlines()[-1])
     print(f"  2000-evaluation opinions run: {wall / 60:.1f} min wall (target <= 15), "
@@ -116,11 +117,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--full-run", action="store_true")
-    parser.add_argument("--before", action="store_true", help="also time generation with generate() + SDPA")
     parser.add_argument("--parts", default="generation,judge,iterations",
                         help="comma-separated subset of generation,judge,iterations to run")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model.attention=eager")
     args = parser.parse_args()
-    cfg = compose_config([])
+    cfg = compose_config(args.overrides)
     domain = domain_from_config(cfg.domain)
     lm = make_lm(cfg.model)
     print(f"model: {lm.describe()}")
@@ -128,7 +129,8 @@ def main() -> None:
     if unknown := parts - {"generation", "judge", "iterations"}:
         parser.error(f"unknown --parts {sorted(unknown)}; choose from generation, judge, iterations")
     if "generation" in parts:
-        generation(lm, domain, args)
+        print("1. generation")
+        bench_generation(lm, domain, args.repeats)
     if "judge" in parts:
         print("2. judge")
         bench_judge(lm, domain, args.repeats)
@@ -137,21 +139,7 @@ def main() -> None:
         bench_iterations(lm, domain, cfg, args.repeats)
     if args.full_run:
         print("4. full run")
-        full_run()
-
-
-def generation(lm, domain, args) -> None:
-    print("1. generation")
-    if args.before:
-        decoder, attention = lm.decoder, lm.model.config._attn_implementation
-        lm.decoder = "hf"
-        lm.model.set_attn_implementation("sdpa")
-        print("  before (transformers generate, sdpa attention):")
-        bench_generation(lm, domain, args.repeats)
-        lm.decoder = decoder
-        lm.model.set_attn_implementation(attention)
-        print(f"  after ({decoder} decoder, {attention} attention):")
-    bench_generation(lm, domain, args.repeats)
+        full_run(args.overrides)
 
 
 if __name__ == "__main__":

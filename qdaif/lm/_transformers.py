@@ -10,7 +10,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from qdaif.errors import ConfigError, ModelNotFoundError
+from qdaif.lm._attention import GQA_ATTENTION, register_gqa_attention
 from qdaif.lm._base import LM, ScoreRequest, register_backend
+from qdaif.lm._malloc import keep_freed_memory
 from qdaif.lm._text import cut_at_stop
 
 __all__ = ["TransformersLM"]
@@ -41,9 +43,13 @@ class TransformersLM(LM):
         prefix_cache_size: Number of prompt prefixes whose key-value state is kept.
         decoder: ``"qdaif"``: our sampling loop, which drops finished rows from the batch;
             ``"hf"``: transformers' ``generate`` (for models whose cache cannot drop rows).
-        attention: transformers' attention implementation (``"eager"``, ``"sdpa"``...);
-            ``"auto"``: eager on CPU, where torch's SDPA with a padding mask was slower in
-            our measurements (docs/performance.md), else transformers' default.
+        attention: transformers' attention implementation (``"eager"``, ``"sdpa"``...)
+            or ``"qdaif_gqa"`` (eager arithmetic that reads grouped key-value heads in
+            place, :mod:`qdaif.lm._attention`); ``"auto"``: ``qdaif_gqa`` on CPU, where it
+            was the fastest in our measurements (docs/performance.md), else
+            transformers' default.
+        malloc_reuse: On CPU under Linux/glibc, keep freed memory for reuse instead of
+            returning it to the OS (:mod:`qdaif.lm._malloc`; process-wide).
 
     Raises:
         ModelNotFoundError: The model cannot be found.
@@ -62,6 +68,7 @@ class TransformersLM(LM):
         prefix_cache_size: int = 8,
         decoder: str = "qdaif",
         attention: str = "auto",
+        malloc_reuse: bool = True,
     ) -> None:
         import torch
         import transformers
@@ -81,6 +88,7 @@ class TransformersLM(LM):
         self.name = name
         self.max_batch_size = max_batch_size
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        self.malloc_reuse = bool(malloc_reuse) and self.device == "cpu" and keep_freed_memory()
         if name == EMBEDDED_NAME:
             from qdaif.lm._embedded import EMBEDDED_GGUF, embedded_model_dir, embedded_version
 
@@ -96,8 +104,11 @@ class TransformersLM(LM):
         hf_logging.disable_progress_bar()
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
-            attn = {} if attention == "auto" and self.device != "cpu" else {
-                "attn_implementation": "eager" if attention == "auto" else attention}
+            if attention == "auto":
+                attention = register_gqa_attention() if self.device == "cpu" else None
+            elif attention == GQA_ATTENTION:
+                register_gqa_attention()
+            attn = {} if attention is None else {"attn_implementation": attention}
             self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, **attn).to(self.device).eval()
         except OSError as e:
             raise ModelNotFoundError(f"cannot load model {name!r}: {str(e).splitlines()[0]}") from None
@@ -123,7 +134,7 @@ class TransformersLM(LM):
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.backend, **self._source, "dtype": self._dtype, "device": self.device,
-                "attention": str(self.model.config._attn_implementation), "decoder": self.decoder, **self._versions}
+                "attention": str(self.model.config._attn_implementation), "decoder": self.decoder, "malloc_reuse": self.malloc_reuse, **self._versions}
 
     # ----------------------------------------------------------------- generate
     def generate(

@@ -140,3 +140,20 @@ def test_merge_prefix_rows_keeps_only_rows_no_other_row_extends():
         assert (pos, tok) == (old_pos, old_tok)
         assert kept[row][: pos + 1] == rows[old_row][: pos + 1]
     assert [t[2] for t in moved] == [0, 0, 1, 0, 1, 2]
+
+
+def test_gqa_attention_gives_the_same_logits_as_eager(embedded_lm):
+    import torch
+
+    assert embedded_lm.describe()["attention"] == "qdaif_gqa"  # the CPU default
+    enc = embedded_lm.tokenizer([SHOTS + QUERY.format(t) for t in TEXTS], return_tensors="pt", padding=True)
+    with torch.inference_mode():
+        ours = embedded_lm.model(**enc).logits[:, -1].float()
+        embedded_lm.model.set_attn_implementation("eager")
+        try:
+            eager = embedded_lm.model(**enc).logits[:, -1].float()
+        finally:
+            embedded_lm.model.set_attn_implementation("qdaif_gqa")
+    # same maths, different grouping of bfloat16 products
+    assert (ours - eager).abs().max() < 0.25
+    assert (ours.argmax(-1) == eager.argmax(-1)).all()
