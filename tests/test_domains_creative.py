@@ -196,3 +196,24 @@ def test_poetry_search_moves_on_to_lmx_rewrite(tmp_path):
     rows = [json.loads(line) for line in Path(tmp_path, "out", "history.jsonl").read_text().splitlines()]
     assert {r["operator"] for r in rows} == {"seeded_init", "lmx_rewrite"}
     assert all(r["cell"] is None or (0 <= r["cell"][0] < 5 and 0 <= r["cell"][1] < 5) for r in rows)
+
+
+def test_opinions_labelled_and_holdout_sets():
+    dev, holdout = _rows("benchmarks/data/opinions_labelled.jsonl"), _rows("benchmarks/data/opinions_holdout.jsonl")
+    assert len(dev) >= 40 and len(holdout) >= 20
+    texts = [r["text"] for r in dev + holdout]
+    assert len(set(texts)) == len(texts)  # the holdout shares no text with the dev set
+    for rows in (dev, holdout):
+        assert {r["on_topic"] for r in rows} == {True, False}
+        assert {r["sentiment"] for r in rows if r["on_topic"]} == {"positive", "negative"}
+    d = load("opinions")
+    assert not any(t in d.quality.shots or t in d.seeds for t in texts)
+
+
+def test_opinions_judges_share_one_prompt_so_the_backend_can_share_rows():
+    d = load("opinions")
+    (sentiment,) = [m.judge for m in d.measures]
+    text = "Kale chips are great."
+    quality_prompt = "".join(d.quality.prompt_parts(text))
+    assert sentiment.shots == d.quality.shots
+    assert "".join(sentiment.prompt_parts(text)).startswith(quality_prompt + d.quality.labels[0])

@@ -2,9 +2,10 @@
 
 glibc's malloc serves large blocks with ``mmap`` and returns them to the OS on free, so a
 CPU forward pass that allocates fresh activation and cache buffers at every decoding
-step pays page faults on every step. On the project's 2-core machine that cost about a
-third of a batch-16 decoding step (docs/performance.md). Raising the mmap and trim
-thresholds makes malloc keep freed blocks and hand them out again.
+step pays page faults on every step. On the project's 2-core machine the prefill of 16
+prompts of 159 tokens took 1.5 s that way and 0.9 s without the page faults
+(docs/performance.md). Raising the mmap and trim thresholds makes malloc keep freed
+blocks and hand them out again.
 """
 
 from __future__ import annotations
