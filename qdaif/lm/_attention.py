@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["GQA_ATTENTION", "register_gqa_attention"]
+__all__ = ["GQA_ATTENTION", "cpu_attention", "gqa_attention_forward", "register_gqa_attention"]
 
 #: Name under which the attention function is registered with transformers.
 GQA_ATTENTION = "qdaif_gqa"
@@ -54,6 +54,23 @@ def gqa_attention_forward(module: Any, query: Any, key: Any, value: Any, attenti
     weights = torch.softmax(weights, dim=-1, dtype=torch.float32).to(query.dtype)
     out = torch.matmul(weights.view(b, kvh, (h // kvh) * q, k), value).view(b, h, q, d)
     return out.transpose(1, 2).contiguous(), weights
+
+
+#: Model families whose attention layers call the attention function with nothing but
+#: query, key, value, mask and scaling (no soft-capping, sinks or other extras).
+GQA_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
+
+
+def cpu_attention(model_type: str) -> str:
+    """Returns the attention implementation ``model.attention=auto`` picks on CPU.
+
+    Args:
+        model_type: The transformers ``config.model_type``, e.g. ``"llama"``.
+
+    Returns:
+        ``"qdaif_gqa"`` for the families in :data:`GQA_MODEL_TYPES`, else ``"eager"``.
+    """
+    return GQA_ATTENTION if model_type in GQA_MODEL_TYPES else "eager"
 
 
 def register_gqa_attention() -> str:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from qdaif.errors import ConfigError, ModelNotFoundError
-from qdaif.lm._attention import GQA_ATTENTION, register_gqa_attention
+from qdaif.lm._attention import GQA_ATTENTION, cpu_attention, register_gqa_attention
 from qdaif.lm._base import LM, ScoreRequest, register_backend
 from qdaif.lm._malloc import keep_freed_memory
 from qdaif.lm._text import cut_at_stop
@@ -45,9 +45,10 @@ class TransformersLM(LM):
             ``"hf"``: transformers' ``generate`` (for models whose cache cannot drop rows).
         attention: transformers' attention implementation (``"eager"``, ``"sdpa"``...)
             or ``"qdaif_gqa"`` (eager arithmetic that reads grouped key-value heads in
-            place, :mod:`qdaif.lm._attention`); ``"auto"``: ``qdaif_gqa`` on CPU, where it
-            was the fastest in our measurements (docs/performance.md), else
-            transformers' default.
+            place, :mod:`qdaif.lm._attention`); ``"auto"``: on CPU ``qdaif_gqa`` for model
+            families whose attention it reproduces (Llama, Mistral, Qwen2/3) and eager
+            for others, as both were faster than SDPA there (docs/performance.md); on
+            GPU transformers' default.
         malloc_reuse: On CPU under Linux/glibc, keep freed memory for reuse instead of
             returning it to the OS (:mod:`qdaif.lm._malloc`; process-wide).
 
@@ -72,7 +73,7 @@ class TransformersLM(LM):
     ) -> None:
         import torch
         import transformers
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         if decoder not in ("qdaif", "hf"):
@@ -105,7 +106,9 @@ class TransformersLM(LM):
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
             if attention == "auto":
-                attention = register_gqa_attention() if self.device == "cpu" else None
+                attention = None if self.device != "cpu" else cpu_attention(AutoConfig.from_pretrained(path).model_type)
+                if attention == GQA_ATTENTION:
+                    register_gqa_attention()
             elif attention == GQA_ATTENTION:
                 register_gqa_attention()
             attn = {} if attention is None else {"attn_implementation": attention}

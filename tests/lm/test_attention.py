@@ -44,3 +44,10 @@ def test_gqa_attention_rejects_heads_that_do_not_divide():
 def test_keep_freed_memory_takes_effect_on_linux():
     assert keep_freed_memory() is True
     assert keep_freed_memory() is True  # idempotent
+
+
+def test_auto_picks_gqa_only_for_families_it_reproduces():
+    from qdaif.lm._attention import cpu_attention
+
+    assert cpu_attention("llama") == "qdaif_gqa"  # SmolLM2, the embedded model
+    assert cpu_attention("gemma2") == "eager"  # soft-capped attention logits: not ours to reproduce
