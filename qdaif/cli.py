@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from qdaif.domain import configs_dir
 from qdaif.errors import ConfigError, QDAIFError
 
 __all__ = ["main", "compose_config", "validate_run_config", "start_run", "resume_run"]
@@ -44,15 +45,6 @@ hydra.run.dir=DIR). Runs are written to runs/<domain>/<date_time>/.
 
 # Keys that may change when a run is resumed; everything else is the run's own config.
 RESUMABLE_KEYS = {"iterations", "progress", "plot_every", "cache"}
-
-
-def configs_dir() -> Path:
-    from qdaif.domain import project_root
-
-    path = project_root() / "configs"
-    if not (path / "config.yaml").is_file():
-        raise ConfigError(f"cannot find qdaif's configs/ folder at {path}; install qdaif from its repository with pip install -e .")
-    return path
 
 
 def _fail(message: str, code: int = 2) -> None:

@@ -17,19 +17,37 @@ import numpy as np
 
 from qdaif.errors import ConfigError
 
-__all__ = ["Generation", "LMXPrompt", "RewritePrompt", "LabelJudgeSpec", "Measure", "Domain", "domain_from_config", "project_root", "domain_names"]
+__all__ = ["Generation", "LMXPrompt", "RewritePrompt", "LabelJudgeSpec", "Measure", "Domain", "domain_from_config", "project_root", "configs_dir", "domain_names"]
 
 TEXT = "{text}"
 
 
 def project_root() -> Path:
-    """Returns the repository folder holding ``configs/`` and ``domains/``."""
+    """Returns the source checkout's root (benchmarks and tests keep their data there).
+
+    Installed from a wheel there is no checkout; runs need only :func:`configs_dir`.
+    """
     return Path(__file__).resolve().parents[1]
 
 
+def configs_dir() -> Path:
+    """Returns the Hydra config folder that ships inside the package.
+
+    In a checkout ``qdaif/configs`` links to the repository's ``configs/`` (whose
+    ``domain`` group links to ``domains/``); a wheel carries copies of both.
+
+    Raises:
+        ConfigError: The folder is missing (a broken install).
+    """
+    path = Path(__file__).resolve().parent / "configs"
+    if not (path / "config.yaml").is_file():
+        raise ConfigError(f"qdaif's configs are missing from {path}; reinstall qdaif (pip install --force-reinstall qdaif)")
+    return path
+
+
 def domain_names() -> list[str]:
-    """Returns the names of the domains in ``domains/``, sorted."""
-    return sorted(p.stem for p in (project_root() / "domains").glob("*.yaml"))
+    """Returns the names of the built-in domains (``domain=<name>``), sorted."""
+    return sorted(p.stem for p in (configs_dir() / "domain").glob("*.yaml"))
 
 
 def _require(node: Mapping[str, Any], key: str, where: str) -> Any:

@@ -128,6 +128,9 @@ class TransformersLM(LM):
         self._versions = {"torch": str(torch.__version__), "transformers": str(transformers.__version__)}
         self._prefix_cache: collections.OrderedDict[tuple[int, ...], Any] = collections.OrderedDict()
         self._prefix_cache_size = prefix_cache_size
+        #: How many times a prefix's key-value state was computed (cache misses).
+        self.prefix_encodings = 0
+        self._prefix_ids: dict[str, list[int]] = {}
         # transformers 5 renamed the forward argument `past_key_values` to `cache`.
         params = inspect.signature(self.model.base_model.forward).parameters
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
@@ -248,9 +251,8 @@ class TransformersLM(LM):
             # e.g. "\n\n" + "Text" differs from "\n\nText"); the shared part is the
             # longest common run of prompt tokens, leaving each row at least one token.
             prompts = [self._encode(requests[i].prompt) for i in idx]
-            shared = _common_prefix_len(prompts) if prefix else 0
-            shared = min([shared] + [len(p) - 1 for p in prompts])
-            head = tuple(prompts[0][:shared])
+            head = self._shared_head(prefix, prompts)
+            shared = len(head)
             # Rows: token ids after the shared part, and (position, token) pairs whose
             # log-probabilities are summed into each continuation's score.
             rows: list[list[int]] = []
@@ -274,6 +276,30 @@ class TransformersLM(LM):
                 results[i][j] += lp
         return results
 
+    def _shared_head(self, prefix: str, prompts: list[list[int]]) -> tuple[int, ...]:
+        """Returns the tokens of ``prefix`` that every prompt of its group starts with.
+
+        The cache key depends on the prefix alone (a judge's few-shot block), never on
+        the candidates, so the block is encoded once per run whatever the batch. Prompts
+        are tokenized whole; BPE may merge the prefix's last token with the suffix's
+        first characters, so the head stops before the first token some prompt does not
+        share, and leaves each row at least one token of its own.
+        """
+        if not prefix:
+            return ()
+        ids = self._prefix_ids.get(prefix)
+        if ids is None:
+            if len(self._prefix_ids) >= 256:
+                self._prefix_ids.clear()
+            ids = self._prefix_ids[prefix] = self._encode(prefix)
+        n = min([len(ids)] + [len(p) - 1 for p in prompts])
+        for p in prompts:
+            k = 0
+            while k < n and p[k] == ids[k]:
+                k += 1
+            n = k
+        return tuple(ids[:n])
+
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
 
@@ -284,6 +310,7 @@ class TransformersLM(LM):
         if head in self._prefix_cache:
             self._prefix_cache.move_to_end(head)
             return self._prefix_cache[head]
+        self.prefix_encodings += 1
         ids = self._torch.tensor([head], device=self.device)
         with self._torch.inference_mode():
             out = self.model.base_model(input_ids=ids, use_cache=True)
@@ -397,13 +424,3 @@ def _merge_prefix_rows(rows: list[list[int]], targets: list[tuple]) -> tuple[lis
     kept = sorted(set(owner))
     index = {r: k for k, r in enumerate(kept)}
     return [rows[r] for r in kept], [(i, j, index[owner[row]], pos, tok) for i, j, row, pos, tok in targets]
-
-
-def _common_prefix_len(seqs: list[list[int]]) -> int:
-    first = seqs[0]
-    n = min(len(s) for s in seqs)
-    for k in range(n):
-        t = first[k]
-        if any(s[k] != t for s in seqs):
-            return k
-    return n

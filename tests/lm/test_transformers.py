@@ -157,3 +157,21 @@ def test_gqa_attention_gives_the_same_logits_as_eager(embedded_lm):
     # same maths, different grouping of bfloat16 products
     assert (ours - eager).abs().max() < 0.25
     assert (ours.argmax(-1) == eager.argmax(-1)).all()
+
+
+def test_judge_prefix_is_encoded_once_whatever_the_batch(embedded_lm):
+    # The cache key is the judge's few-shot block, not the batch's common start: batches
+    # of 1 and 16 with different candidates (whose first words differ or agree) reuse it.
+    shots = SHOTS.replace("moist", "light")  # a prefix no other test has encoded
+    texts = [f"{w} {t}" for w in ("Roasted", "Raw", "I", "The") for t in TEXTS]
+    before = embedded_lm.prefix_encodings
+    for batch in ([texts[0]], texts[:16], [texts[5]], ["Roasted beets, twice."], texts[3:7], [texts[15]]):
+        embedded_lm.score([ScoreRequest(shots, QUERY.format(t), (" positive", " negative")) for t in batch])
+    assert embedded_lm.prefix_encodings - before == 1
+
+
+def test_prefix_head_does_not_depend_on_the_candidates(embedded_lm):
+    ids = [embedded_lm._encode(SHOTS + QUERY.format(t)) for t in ("Same start here", "Same start there")]
+    head = embedded_lm._shared_head(SHOTS, ids)
+    assert len(head) <= len(embedded_lm._encode(SHOTS)) and all(p[: len(head)] == list(head) for p in ids)
+    assert head == embedded_lm._shared_head(SHOTS, ids[:1])
