@@ -2,7 +2,7 @@
 
 Commands:
   run         Search (Hydra overrides; ``resume=DIR`` continues a run).
-  judge       Score texts from a file with a domain's judge (``input=FILE [output=FILE]``).
+  judge       Score texts with a domain's judges (``input=FILE``), or evaluate them on labelled texts (``labels=FILE``).
   plot        Heatmap and progress plots of a run, or its evolution as an animation.
   report      A self-contained HTML archive browser of a run.
   human-eval  Blinded export of elites for human raters, and analysis of their ratings.
@@ -30,7 +30,9 @@ commands:
   run      search: python -m qdaif run domain=opinions iterations=30 batch_size=16 seed=0
            resume: python -m qdaif run resume=runs/opinions/<date_time> [iterations=M]
            sweep:  python -m qdaif run -m seed=0,1,2
-  judge    python -m qdaif judge domain=opinions input=texts.jsonl [output=scores.jsonl]
+  judge    python -m qdaif judge domain=opinions input=texts.jsonl [output=scores.jsonl] [chunk=64]
+           evaluate the judges: python -m qdaif judge domain=opinions labels=labelled.jsonl|.csv
+             [output=report.json] [bootstrap=1000] [seed=0] [positive=JUDGE:CLASS] [split=NAME]
   plot     python -m qdaif plot DIR [--out OUT] [--equal-bins] [--animate --frames N]
   report   python -m qdaif report DIR [--out FILE]
   compare  python -m qdaif compare DIR [DIR ...] --out OUT [--bootstrap N] [--seed S]
@@ -351,13 +353,13 @@ def read_texts(path: str | Path) -> list[str]:
     """Reads texts from a JSONL file (a ``text`` field per line) or a plain file (one per line).
 
     Raises:
-        ConfigError: The file is missing, or a JSONL line has no ``text``.
+        ConfigError: The file is missing or not UTF-8, or a JSONL line has no ``text``.
     """
+    from qdaif.judge_eval import read_utf8
+
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"input file {str(p)!r} does not exist")
     texts = []
-    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(read_utf8(p, "input file").splitlines(), 1):
         if not line.strip():
             continue
         if line.lstrip().startswith("{"):
@@ -375,14 +377,19 @@ def read_texts(path: str | Path) -> list[str]:
 
 def _judge_command(args: list[str]) -> None:
     from qdaif.archive import cells_of, make_archive
+    from qdaif.domain import domain_from_config
     from qdaif.feedback import LabelJudge
+    from qdaif.judge_eval import evaluate_file, parse_judge_args
     from qdaif.run_dir import dumps
 
-    opts = {k: v for k, _, v in (a.partition("=") for a in args if a.split("=", 1)[0] in ("input", "output", "chunk"))}
-    overrides = [a for a in args if a.split("=", 1)[0] not in opts]
-    if "input" not in opts:
-        _fail("judge needs input=FILE (JSONL with a 'text' field per line, or one text per line)")
+    opts, overrides = parse_judge_args(args, config_keys=list(compose_config([], validate=False).keys()))
     cfg = compose_config(overrides)
+    if "labels" in opts:  # the labelled file is checked before the model loads
+        evaluate_file(domain=domain_from_config(cfg.domain), build_lm=lambda: _build(cfg)[2], labels=opts["labels"],
+                      output=opts.get("output"), resamples=opts["bootstrap"], seed=opts["seed"],
+                      positive=opts["positive"], split=opts.get("split"), chunk=opts["chunk"],
+                      warn=lambda w: print(f"qdaif: warning: {w}", file=sys.stderr))
+        return
     texts = read_texts(opts["input"])
     domain, _, judge_lm = _build(cfg)
     if domain.plugin:
@@ -390,7 +397,7 @@ def _judge_command(args: list[str]) -> None:
               f"({domain.plugin}), which needs the prompt each text answers: inspect its runs' history.jsonl 'details' instead")
     judge = LabelJudge(domain=domain, lm=judge_lm)
     archive = make_archive([m.edges for m in domain.measures])
-    chunk = _parse_int("chunk", opts.get("chunk", "64"))
+    chunk = opts["chunk"]
     out = open(opts["output"], "w", encoding="utf-8") if opts.get("output") else sys.stdout
     try:
         for start in range(0, len(texts), chunk):
