@@ -43,7 +43,7 @@ hydra.run.dir=DIR). Runs are written to runs/<domain>/<date_time>/.
 """
 
 # Keys that may change when a run is resumed; everything else is the run's own config.
-RESUMABLE_KEYS = {"iterations", "progress", "plot_every", "cache"}
+RESUMABLE_KEYS = {"iterations", "progress", "plot_every", "cache", "allow_code"}
 
 
 def configs_dir() -> Path:
@@ -117,33 +117,43 @@ def compose_config(overrides: Sequence[str], *, validate: bool = True):
 
 
 def load_domain_file(path: str | Path) -> dict[str, Any]:
-    """Reads a domain YAML file (the format of ``domains/*.yaml``).
+    """Reads a domain YAML file (the format of ``domains/*.yaml``) as plain data.
+
+    Its texts are taken as written: ``${...}`` is not interpolated.
 
     Raises:
-        ConfigError: The file is missing or is not a YAML mapping.
+        ConfigError: The file is missing, unreadable or is not a YAML mapping.
     """
-    from omegaconf import DictConfig, OmegaConf
+    import yaml
 
     p = Path(str(path)).expanduser()
     if not p.is_file():
         raise ConfigError(f"domain_file {str(p)!r} does not exist")
     try:
-        node = OmegaConf.load(p)
-    except Exception as e:  # noqa: BLE001 - any YAML error means the same to the user
+        node = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as e:
         raise ConfigError(f"domain_file {str(p)!r} is not valid YAML: {' '.join(str(e).split())}") from None
-    if not isinstance(node, DictConfig):
+    if not isinstance(node, dict):
         raise ConfigError(f"domain_file {str(p)!r} must hold a mapping of domain fields (see domains/opinions.yaml)")
-    return OmegaConf.to_container(node, resolve=True)
+    return node
 
 
 def apply_domain_file(cfg: Any) -> None:
-    """Replaces ``cfg.domain`` by the contents of ``cfg.domain_file`` when it is set."""
-    from omegaconf import open_dict
+    """Replaces ``cfg.domain`` by the contents of ``cfg.domain_file`` when it is set.
 
-    if not cfg.get("domain_file"):
-        return
+    Either way the domain's texts are escaped (:func:`qdaif.domain.literal_texts`): a
+    domain is data, and ``${...}`` in a prompt, seed or shot is kept as text.
+    """
+    from omegaconf import OmegaConf, open_dict
+
+    from qdaif.domain import _unescaped, literal_texts
+
+    if cfg.get("domain_file"):
+        raw = load_domain_file(cfg.domain_file)
+    else:
+        raw = _unescaped(OmegaConf.to_container(cfg.domain, resolve=False))
     with open_dict(cfg):
-        cfg.domain = load_domain_file(cfg.domain_file)
+        cfg.domain = literal_texts(raw)
 
 
 def _domain_name_resolver(name: str, domain_file: Any = None) -> str:
@@ -161,6 +171,20 @@ def _register_resolvers() -> None:
 
     if not OmegaConf.has_resolver("qdaif_domain_name"):
         OmegaConf.register_new_resolver("qdaif_domain_name", _domain_name_resolver)
+
+
+def allow_code(cfg: Any) -> bool:
+    """The run's ``allow_code`` (false unless given): may ``plugin:`` import any module?
+
+    Raises:
+        ConfigError: The value is not true or false.
+    """
+    value = cfg.get("allow_code", False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise ConfigError(f"allow_code must be true or false, got {value!r}")
+    return value
 
 
 def _int_at_least(cfg: Any, key: str, low: int) -> None:
@@ -187,7 +211,7 @@ def validate_run_config(cfg: Any) -> None:
     _int_at_least(cfg, "plot_every", 0)
     from qdaif.plugin import make_plugin
 
-    make_plugin(domain_from_config(cfg.domain))  # a plugin validates its settings when built
+    make_plugin(domain_from_config(cfg.domain, allow_code=allow_code(cfg)))  # a plugin validates its settings when built
     from qdaif.algorithms import algorithm_names
 
     name = (cfg.get("algorithm") or {}).get("name", "qdaif")
@@ -219,7 +243,7 @@ def _build(cfg: Any):
     from qdaif.lm import make_lm
     from qdaif.lm._cache import CachingLM
 
-    domain = domain_from_config(cfg.domain)
+    domain = domain_from_config(cfg.domain, allow_code=allow_code(cfg))
     lm = make_lm(cfg.model)
     judge_lm = make_lm(cfg.judge_model) if cfg.get("judge_model") is not None else lm
     if cfg.get("cache"):
@@ -293,6 +317,7 @@ def resume_run(path: str | Path, overrides: Sequence[str] = ()) -> None:
 
     run_dir = RunDir.existing(path)
     record = run_dir.read_config()
+    record["allow_code"] = False  # trust is the user's to give again, never read from a run directory
     for ov in overrides:
         key, sep, value = ov.partition("=")
         if not sep or key not in RESUMABLE_KEYS:
@@ -325,6 +350,27 @@ def _parse_int(key: str, value: str) -> int:
         raise ConfigError(f"{key} must be an integer, got {value!r}") from None
 
 
+def _sweep_combinations(overrides: Sequence[str]) -> list[list[str]]:
+    """The override lists of a sweep's jobs (``seed=0,1`` gives two), as Hydra's basic sweeper runs them.
+
+    Raises:
+        ConfigError: An override cannot be parsed.
+    """
+    import itertools
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+        choices = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override()
+                   else [o.input_line] for o in parsed]
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(" ".join(str(e).split())) from None
+    return [list(c) for c in itertools.product(*choices)]
+
+
 def _hydra_task(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
 
@@ -345,8 +391,9 @@ def _run_command(args: list[str]) -> None:
         resume_run(path, [a for a in overrides if not a.startswith("resume=")])
         return
     multirun = any(a in ("-m", "--multirun") for a in args)
-    if not multirun:
-        compose_config(overrides)  # fail early with a one-line message, before Hydra starts
+    # Fail early with a one-line message, before Hydra starts (and before a sweep runs any job).
+    for combination in _sweep_combinations(overrides) if multirun else [overrides]:
+        compose_config(combination)
     import hydra
 
     _register_resolvers()
@@ -534,6 +581,7 @@ def _tta_command(args: list[str]) -> None:
         _fail(f"tta: run directory {opts['run']!r} does not exist")
     run_dir = RunDir.existing(opts["run"])
     record = run_dir.read_config()
+    record["allow_code"] = False  # never trust code named by a run directory
     cfg = OmegaConf.create({k: v for k, v in record.items() if k not in ("model_info", "judge_model_info", "versions")})
     cfg.merge_with(OmegaConf.from_dotlist(overrides))
     domain, lm, judge_lm = _build(cfg)
