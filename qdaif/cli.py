@@ -469,22 +469,65 @@ def _judge_command(args: list[str]) -> None:
 
 
 # ------------------------------------------------ plot, report, human-eval
-def _plot_command(args: list[str]) -> None:
+def _parser(command: str, description: str):
+    """An argparse parser whose errors are one ``qdaif: error:`` line (:class:`ConfigError`)."""
     import argparse
 
+    class OneLineParser(argparse.ArgumentParser):
+        def error(self, message: str):  # argparse would print the usage and exit
+            raise ConfigError(f"{command}: {message} (see python -m qdaif {command} --help)")
+
+    return OneLineParser(prog=f"python -m qdaif {command}", description=description)
+
+
+def _number(kind: type, low: float, *, strict: bool = False, what: str = ""):
+    """An argparse type: a ``kind`` number >= ``low`` (> ``low`` when ``strict``)."""
+    import argparse
+    import math
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"must be {what or ('a number' if kind is float else 'an integer')} "
+                                             f"{'>' if strict else '>='} {low:g}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _folder_arg(path: str | None, flag: str) -> Path | None:
+    """``--out`` naming a folder: refused when it is an existing file."""
+    if path is None:
+        return None
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{flag} {path!r} is a file; give a folder (it is created if missing)")
+    return p
+
+
+def _existing_dir(path: str, what: str = "run directory") -> str:
+    if not Path(path).is_dir():
+        raise ConfigError(f"{what} {path!r} does not exist" if not Path(path).exists() else f"{path!r} is not a folder ({what})")
+    return path
+
+
+def _plot_command(args: list[str]) -> None:
     from qdaif.plot import animate_run, load_run, plot_run
 
-    p = argparse.ArgumentParser(prog="python -m qdaif plot", description="Draw a run's archive and progress.")
+    p = _parser("plot", "Draw a run's archive and progress.")
     p.add_argument("dir", metavar="DIR", help="run directory")
     p.add_argument("--out", help="output folder (default: DIR)")
     p.add_argument("--equal-bins", action="store_true", help="draw every bin with the same width")
     p.add_argument("--animate", action="store_true", help="write the archive's evolution (evolution.gif/.mp4)")
-    p.add_argument("--frames", type=int, default=40, help="snapshots in the animation (default 40)")
+    p.add_argument("--frames", type=_number(int, 1), default=40, help="snapshots in the animation (default 40)")
     p.add_argument("--format", choices=("gif", "mp4"), default="gif", help="animation format (mp4 needs ffmpeg)")
-    p.add_argument("--fps", type=float, default=5.0, help="animation frames per second")
+    p.add_argument("--fps", type=_number(float, 0, strict=True), default=5.0, help="animation frames per second (> 0)")
     a = p.parse_args(args)
-    run = load_run(a.dir)
-    out = Path(a.out) if a.out else run.path
+    run = load_run(_existing_dir(a.dir))
+    out = _folder_arg(a.out, "--out") or run.path
     if a.animate:
         path = out / f"evolution.{a.format}"
         frames = animate_run(run, path=path, frames=a.frames, equal_bins=a.equal_bins, fps=a.fps)
@@ -495,29 +538,28 @@ def _plot_command(args: list[str]) -> None:
 
 
 def _report_command(args: list[str]) -> None:
-    import argparse
-
     from qdaif.report import write_report
 
-    p = argparse.ArgumentParser(prog="python -m qdaif report", description="Write a run's self-contained HTML report.")
+    p = _parser("report", "Write a run's self-contained HTML report.")
     p.add_argument("dir", metavar="DIR", help="run directory")
-    p.add_argument("--out", help="output file (default: DIR/report.html)")
+    p.add_argument("--out", help="output file (default: DIR/report.html); an existing folder gets report.html in it")
     a = p.parse_args(args)
-    print(f"qdaif: wrote {write_report(a.dir, out=a.out)}")
+    print(f"qdaif: wrote {write_report(_existing_dir(a.dir), out=a.out)}")
 
 
 def _compare_command(args: list[str]) -> None:
-    import argparse
-
     from qdaif.compare import CURVES, SUMMARY_CSV, SUMMARY_MD, compare_runs
 
-    p = argparse.ArgumentParser(prog="python -m qdaif compare",
-                                description="Compare runs grouped by (domain, algorithm): curves and a final table.")
+    p = _parser("compare", "Compare runs grouped by (domain, algorithm): curves and a final table.")
     p.add_argument("dirs", nargs="+", metavar="DIR", help="run directories, or folders holding runs (e.g. a multirun folder)")
     p.add_argument("--out", required=True, help="output folder for curves.png, summary.md and summary.csv")
-    p.add_argument("--bootstrap", type=int, default=10000, metavar="N", help="bootstrap resamples per 95%% CI (default 10000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    p.add_argument("--bootstrap", type=_number(int, 1), default=10000, metavar="N",
+                   help="bootstrap resamples per 95%% CI (default 10000)")
+    p.add_argument("--seed", type=_number(int, 0), default=0, help="seed of the bootstrap (default 0)")
     a = p.parse_args(args)
+    for d in a.dirs:
+        _existing_dir(d)
+    _folder_arg(a.out, "--out")
     comparison = compare_runs(a.dirs, out=a.out, n_resamples=a.bootstrap, seed=a.seed)
     print(comparison.to_markdown())
     runs = sum(g.n for g in comparison.groups)
@@ -526,23 +568,24 @@ def _compare_command(args: list[str]) -> None:
 
 
 def _human_eval_command(args: list[str]) -> None:
-    import argparse
     import warnings
 
     from qdaif import human_eval as he
 
-    p = argparse.ArgumentParser(prog="python -m qdaif human-eval", description="Blinded human evaluation of runs.")
-    sub = p.add_subparsers(dest="action", required=True)
+    p = _parser("human-eval", "Blinded human evaluation of runs.")
+    sub = p.add_subparsers(dest="action", required=True, parser_class=type(p))
     e = sub.add_parser("export", help="sample elites of runs into a blinded rating set")
     e.add_argument("runs", nargs="+", metavar="DIR[=METHOD]", help="run directories; =METHOD names a run's method")
-    e.add_argument("--per-cell", type=int, default=1, help="texts per filled cell of each run (default 1)")
+    e.add_argument("--per-cell", type=_number(int, 1), default=1, help="texts per filled cell of each run (default 1)")
     e.add_argument("--out", required=True, help="output folder")
-    e.add_argument("--seed", type=int, default=0, help="seed of the shuffle")
+    e.add_argument("--seed", type=_number(int, 0), default=0, help="seed of the shuffle")
     i = sub.add_parser("import", help="analyse raters' files for an export")
     i.add_argument("out", metavar="OUT", help="the export folder (holding key.json)")
-    i.add_argument("ratings", nargs="+", metavar="RATINGS", help="CSV files or Label Studio JSON exports")
+    i.add_argument("ratings", nargs="+", metavar="RATINGS",
+                   help="CSV files (qdaif's items.csv filled in, or Label Studio's CSV export) or Label Studio JSON / JSON-MIN exports")
     a = p.parse_args(args)
     if a.action == "export":
+        _folder_arg(a.out, "--out")
         key = he.export_items(a.runs, out=a.out, per_cell=a.per_cell, seed=a.seed)
         print(f"qdaif: wrote {len(key['items'])} items from {len(key['runs'])} run(s) to {a.out}: give raters "
               f"{he.ITEMS_CSV} or {he.LS_TASKS} with {he.LS_CONFIG}, and {he.INSTRUCTIONS}; keep {he.KEY} from them")
