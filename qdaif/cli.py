@@ -246,6 +246,9 @@ def _build(cfg: Any):
     domain = domain_from_config(cfg.domain, allow_code=allow_code(cfg))
     lm = make_lm(cfg.model)
     judge_lm = make_lm(cfg.judge_model) if cfg.get("judge_model") is not None else lm
+    if not domain.plugin:  # the longest seeded-init prompt must fit the model, before anything is sent
+        longest = sorted(domain.seeds, key=len, reverse=True)[: domain.lmx.num_examples]
+        lm.check_prompts([domain.lmx.render(longest)], max_tokens=domain.generation.max_tokens)
     if cfg.get("cache"):
         path = Path(str(cfg.cache)).expanduser()
         same = judge_lm is lm
