@@ -365,12 +365,16 @@ def _sweep_combinations(overrides: Sequence[str]) -> list[list[str]]:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    try:
-        parsed = OverridesParser.create().parse_overrides(list(overrides))
-        choices = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override()
-                   else [o.input_line] for o in parsed]
-    except (HydraException, OmegaConfBaseException) as e:
-        raise ConfigError(" ".join(str(e).split())) from None
+    parser = OverridesParser.create()
+    choices = []
+    for text in overrides:
+        try:
+            (o,) = parser.parse_overrides([text])
+            choices.append([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override()
+                           else [text])
+        except (HydraException, OmegaConfBaseException) as e:
+            reason = " ".join(str(e).split()).split(" See https://")[0]
+            raise ConfigError(f"cannot parse the override {text!r}: {reason}") from None
     return [list(c) for c in itertools.product(*choices)]
 
 

@@ -175,3 +175,14 @@ def test_categorical_measure_without_categories_is_plottable_reportable_exportab
     assert (tmp_path / "runs/cat/heatmap.png").stat().st_size > 0 and (tmp_path / "runs/cat/report.html").is_file()
     key = json.loads((tmp_path / "set/key.json").read_text())
     assert key["measures"] == [{"name": "chocolate", "labels": ["chocolate", "fruit"], "categorical": True}]
+
+
+@pytest.mark.embedded
+def test_seed_longer_than_the_model_context_is_refused_in_one_line(tmp_path, example):
+    """Item 4: a 40 KB seed is refused before any prompt reaches the real model (it grew to 11 GB before)."""
+    example["seeds"].append("word " * 8200)
+    (tmp_path / "d.yaml").write_text(yaml.safe_dump(example))
+    proc = run_cli("run", "domain_file=d.yaml", "model=embedded", "progress=false", "iterations=1", "batch_size=2",
+                   cwd=tmp_path)
+    assert_one_line_error(proc, "does not fit the model's context of 8192 tokens, so it was not sent")
+    assert not list((tmp_path / "runs").glob("*/*/config.yaml"))
