@@ -259,7 +259,7 @@ def _instructions(measures: Sequence[HumanMeasure], n_items: int) -> str:
         "`-` or `@` is shown with a leading `'` so that spreadsheets do not run it as a formula.",
         "",
         f"In Label Studio, create a project with the labelling config `{LS_CONFIG}`, import",
-        f"`{LS_TASKS}`, and export the annotations as JSON when done.",
+        f"`{LS_TASKS}`, and export the annotations (JSON, JSON-MIN or CSV) when done.",
         "",
     ]
     return "\n".join(lines)
