@@ -46,7 +46,7 @@ hydra.run.dir=DIR). Runs are written to runs/<domain>/<date_time>/.
 """
 
 # Keys that may change when a run is resumed; everything else is the run's own config.
-RESUMABLE_KEYS = {"iterations", "progress", "plot_every", "cache"}
+RESUMABLE_KEYS = {"iterations", "progress", "plot_every", "cache", "allow_code"}
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -111,33 +111,43 @@ def compose_config(overrides: Sequence[str], *, validate: bool = True):
 
 
 def load_domain_file(path: str | Path) -> dict[str, Any]:
-    """Reads a domain YAML file (the format of ``domains/*.yaml``).
+    """Reads a domain YAML file (the format of ``domains/*.yaml``) as plain data.
+
+    Its texts are taken as written: ``${...}`` is not interpolated.
 
     Raises:
-        ConfigError: The file is missing or is not a YAML mapping.
+        ConfigError: The file is missing, unreadable or is not a YAML mapping.
     """
-    from omegaconf import DictConfig, OmegaConf
+    import yaml
 
     p = Path(str(path)).expanduser()
     if not p.is_file():
         raise ConfigError(f"domain_file {str(p)!r} does not exist")
     try:
-        node = OmegaConf.load(p)
-    except Exception as e:  # noqa: BLE001 - any YAML error means the same to the user
+        node = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as e:
         raise ConfigError(f"domain_file {str(p)!r} is not valid YAML: {' '.join(str(e).split())}") from None
-    if not isinstance(node, DictConfig):
+    if not isinstance(node, dict):
         raise ConfigError(f"domain_file {str(p)!r} must hold a mapping of domain fields (see domains/opinions.yaml)")
-    return OmegaConf.to_container(node, resolve=True)
+    return node
 
 
 def apply_domain_file(cfg: Any) -> None:
-    """Replaces ``cfg.domain`` by the contents of ``cfg.domain_file`` when it is set."""
-    from omegaconf import open_dict
+    """Replaces ``cfg.domain`` by the contents of ``cfg.domain_file`` when it is set.
 
-    if not cfg.get("domain_file"):
-        return
+    Either way the domain's texts are escaped (:func:`qdaif.domain.literal_texts`): a
+    domain is data, and ``${...}`` in a prompt, seed or shot is kept as text.
+    """
+    from omegaconf import OmegaConf, open_dict
+
+    from qdaif.domain import _unescaped, literal_texts
+
+    if cfg.get("domain_file"):
+        raw = load_domain_file(cfg.domain_file)
+    else:
+        raw = _unescaped(OmegaConf.to_container(cfg.domain, resolve=False))
     with open_dict(cfg):
-        cfg.domain = load_domain_file(cfg.domain_file)
+        cfg.domain = literal_texts(raw)
 
 
 def _domain_name_resolver(name: str, domain_file: Any = None) -> str:
@@ -155,6 +165,20 @@ def _register_resolvers() -> None:
 
     if not OmegaConf.has_resolver("qdaif_domain_name"):
         OmegaConf.register_new_resolver("qdaif_domain_name", _domain_name_resolver)
+
+
+def allow_code(cfg: Any) -> bool:
+    """The run's ``allow_code`` (false unless given): may ``plugin:`` import any module?
+
+    Raises:
+        ConfigError: The value is not true or false.
+    """
+    value = cfg.get("allow_code", False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise ConfigError(f"allow_code must be true or false, got {value!r}")
+    return value
 
 
 def _int_at_least(cfg: Any, key: str, low: int) -> None:
@@ -181,7 +205,7 @@ def validate_run_config(cfg: Any) -> None:
     _int_at_least(cfg, "plot_every", 0)
     from qdaif.plugin import make_plugin
 
-    make_plugin(domain_from_config(cfg.domain))  # a plugin validates its settings when built
+    make_plugin(domain_from_config(cfg.domain, allow_code=allow_code(cfg)))  # a plugin validates its settings when built
     from qdaif.algorithms import algorithm_names
 
     name = (cfg.get("algorithm") or {}).get("name", "qdaif")
@@ -213,9 +237,12 @@ def _build(cfg: Any):
     from qdaif.lm import make_lm
     from qdaif.lm._cache import CachingLM
 
-    domain = domain_from_config(cfg.domain)
+    domain = domain_from_config(cfg.domain, allow_code=allow_code(cfg))
     lm = make_lm(cfg.model)
     judge_lm = make_lm(cfg.judge_model) if cfg.get("judge_model") is not None else lm
+    if not domain.plugin:  # the longest seeded-init prompt must fit the model, before anything is sent
+        longest = sorted(domain.seeds, key=len, reverse=True)[: domain.lmx.num_examples]
+        lm.check_prompts([domain.lmx.render(longest)], max_tokens=domain.generation.max_tokens)
     if cfg.get("cache"):
         path = Path(str(cfg.cache)).expanduser()
         same = judge_lm is lm
@@ -287,6 +314,7 @@ def resume_run(path: str | Path, overrides: Sequence[str] = ()) -> None:
 
     run_dir = RunDir.existing(path)
     record = run_dir.read_config()
+    record["allow_code"] = False  # trust is the user's to give again, never read from a run directory
     for ov in overrides:
         key, sep, value = ov.partition("=")
         if not sep or key not in RESUMABLE_KEYS:
@@ -319,6 +347,31 @@ def _parse_int(key: str, value: str) -> int:
         raise ConfigError(f"{key} must be an integer, got {value!r}") from None
 
 
+def _sweep_combinations(overrides: Sequence[str]) -> list[list[str]]:
+    """The override lists of a sweep's jobs (``seed=0,1`` gives two), as Hydra's basic sweeper runs them.
+
+    Raises:
+        ConfigError: An override cannot be parsed.
+    """
+    import itertools
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    parser = OverridesParser.create()
+    choices = []
+    for text in overrides:
+        try:
+            (o,) = parser.parse_overrides([text])
+            choices.append([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override()
+                           else [text])
+        except (HydraException, OmegaConfBaseException) as e:
+            reason = " ".join(str(e).split()).split(" See https://")[0]
+            raise ConfigError(f"cannot parse the override {text!r}: {reason}") from None
+    return [list(c) for c in itertools.product(*choices)]
+
+
 def _hydra_task(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
 
@@ -339,8 +392,9 @@ def _run_command(args: list[str]) -> None:
         resume_run(path, [a for a in overrides if not a.startswith("resume=")])
         return
     multirun = any(a in ("-m", "--multirun") for a in args)
-    if not multirun:
-        compose_config(overrides)  # fail early with a one-line message, before Hydra starts
+    # Fail early with a one-line message, before Hydra starts (and before a sweep runs any job).
+    for combination in _sweep_combinations(overrides) if multirun else [overrides]:
+        compose_config(combination)
     import hydra
 
     _register_resolvers()
@@ -421,22 +475,65 @@ def _judge_command(args: list[str]) -> None:
 
 
 # ------------------------------------------------ plot, report, human-eval
-def _plot_command(args: list[str]) -> None:
+def _parser(command: str, description: str):
+    """An argparse parser whose errors are one ``qdaif: error:`` line (:class:`ConfigError`)."""
     import argparse
 
+    class OneLineParser(argparse.ArgumentParser):
+        def error(self, message: str):  # argparse would print the usage and exit
+            raise ConfigError(f"{command}: {message} (see python -m qdaif {command} --help)")
+
+    return OneLineParser(prog=f"python -m qdaif {command}", description=description)
+
+
+def _number(kind: type, low: float, *, strict: bool = False, what: str = ""):
+    """An argparse type: a ``kind`` number >= ``low`` (> ``low`` when ``strict``)."""
+    import argparse
+    import math
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"must be {what or ('a number' if kind is float else 'an integer')} "
+                                             f"{'>' if strict else '>='} {low:g}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _folder_arg(path: str | None, flag: str) -> Path | None:
+    """``--out`` naming a folder: refused when it is an existing file."""
+    if path is None:
+        return None
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{flag} {path!r} is a file; give a folder (it is created if missing)")
+    return p
+
+
+def _existing_dir(path: str, what: str = "run directory") -> str:
+    if not Path(path).is_dir():
+        raise ConfigError(f"{what} {path!r} does not exist" if not Path(path).exists() else f"{path!r} is not a folder ({what})")
+    return path
+
+
+def _plot_command(args: list[str]) -> None:
     from qdaif.plot import animate_run, load_run, plot_run
 
-    p = argparse.ArgumentParser(prog="python -m qdaif plot", description="Draw a run's archive and progress.")
+    p = _parser("plot", "Draw a run's archive and progress.")
     p.add_argument("dir", metavar="DIR", help="run directory")
     p.add_argument("--out", help="output folder (default: DIR)")
     p.add_argument("--equal-bins", action="store_true", help="draw every bin with the same width")
     p.add_argument("--animate", action="store_true", help="write the archive's evolution (evolution.gif/.mp4)")
-    p.add_argument("--frames", type=int, default=40, help="snapshots in the animation (default 40)")
+    p.add_argument("--frames", type=_number(int, 1), default=40, help="snapshots in the animation (default 40)")
     p.add_argument("--format", choices=("gif", "mp4"), default="gif", help="animation format (mp4 needs ffmpeg)")
-    p.add_argument("--fps", type=float, default=5.0, help="animation frames per second")
+    p.add_argument("--fps", type=_number(float, 0, strict=True), default=5.0, help="animation frames per second (> 0)")
     a = p.parse_args(args)
-    run = load_run(a.dir)
-    out = Path(a.out) if a.out else run.path
+    run = load_run(_existing_dir(a.dir))
+    out = _folder_arg(a.out, "--out") or run.path
     if a.animate:
         path = out / f"evolution.{a.format}"
         frames = animate_run(run, path=path, frames=a.frames, equal_bins=a.equal_bins, fps=a.fps)
@@ -447,29 +544,28 @@ def _plot_command(args: list[str]) -> None:
 
 
 def _report_command(args: list[str]) -> None:
-    import argparse
-
     from qdaif.report import write_report
 
-    p = argparse.ArgumentParser(prog="python -m qdaif report", description="Write a run's self-contained HTML report.")
+    p = _parser("report", "Write a run's self-contained HTML report.")
     p.add_argument("dir", metavar="DIR", help="run directory")
-    p.add_argument("--out", help="output file (default: DIR/report.html)")
+    p.add_argument("--out", help="output file (default: DIR/report.html); an existing folder gets report.html in it")
     a = p.parse_args(args)
-    print(f"qdaif: wrote {write_report(a.dir, out=a.out)}")
+    print(f"qdaif: wrote {write_report(_existing_dir(a.dir), out=a.out)}")
 
 
 def _compare_command(args: list[str]) -> None:
-    import argparse
-
     from qdaif.compare import CURVES, SUMMARY_CSV, SUMMARY_MD, compare_runs
 
-    p = argparse.ArgumentParser(prog="python -m qdaif compare",
-                                description="Compare runs grouped by (domain, algorithm): curves and a final table.")
+    p = _parser("compare", "Compare runs grouped by (domain, algorithm): curves and a final table.")
     p.add_argument("dirs", nargs="+", metavar="DIR", help="run directories, or folders holding runs (e.g. a multirun folder)")
     p.add_argument("--out", required=True, help="output folder for curves.png, summary.md and summary.csv")
-    p.add_argument("--bootstrap", type=int, default=10000, metavar="N", help="bootstrap resamples per 95%% CI (default 10000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    p.add_argument("--bootstrap", type=_number(int, 1), default=10000, metavar="N",
+                   help="bootstrap resamples per 95%% CI (default 10000)")
+    p.add_argument("--seed", type=_number(int, 0), default=0, help="seed of the bootstrap (default 0)")
     a = p.parse_args(args)
+    for d in a.dirs:
+        _existing_dir(d)
+    _folder_arg(a.out, "--out")
     comparison = compare_runs(a.dirs, out=a.out, n_resamples=a.bootstrap, seed=a.seed)
     print(comparison.to_markdown())
     runs = sum(g.n for g in comparison.groups)
@@ -478,23 +574,24 @@ def _compare_command(args: list[str]) -> None:
 
 
 def _human_eval_command(args: list[str]) -> None:
-    import argparse
     import warnings
 
     from qdaif import human_eval as he
 
-    p = argparse.ArgumentParser(prog="python -m qdaif human-eval", description="Blinded human evaluation of runs.")
-    sub = p.add_subparsers(dest="action", required=True)
+    p = _parser("human-eval", "Blinded human evaluation of runs.")
+    sub = p.add_subparsers(dest="action", required=True, parser_class=type(p))
     e = sub.add_parser("export", help="sample elites of runs into a blinded rating set")
     e.add_argument("runs", nargs="+", metavar="DIR[=METHOD]", help="run directories; =METHOD names a run's method")
-    e.add_argument("--per-cell", type=int, default=1, help="texts per filled cell of each run (default 1)")
+    e.add_argument("--per-cell", type=_number(int, 1), default=1, help="texts per filled cell of each run (default 1)")
     e.add_argument("--out", required=True, help="output folder")
-    e.add_argument("--seed", type=int, default=0, help="seed of the shuffle")
+    e.add_argument("--seed", type=_number(int, 0), default=0, help="seed of the shuffle")
     i = sub.add_parser("import", help="analyse raters' files for an export")
     i.add_argument("out", metavar="OUT", help="the export folder (holding key.json)")
-    i.add_argument("ratings", nargs="+", metavar="RATINGS", help="CSV files or Label Studio JSON exports")
+    i.add_argument("ratings", nargs="+", metavar="RATINGS",
+                   help="CSV files (qdaif's items.csv filled in, or Label Studio's CSV export) or Label Studio JSON / JSON-MIN exports")
     a = p.parse_args(args)
     if a.action == "export":
+        _folder_arg(a.out, "--out")
         key = he.export_items(a.runs, out=a.out, per_cell=a.per_cell, seed=a.seed)
         print(f"qdaif: wrote {len(key['items'])} items from {len(key['runs'])} run(s) to {a.out}: give raters "
               f"{he.ITEMS_CSV} or {he.LS_TASKS} with {he.LS_CONFIG}, and {he.INSTRUCTIONS}; keep {he.KEY} from them")
@@ -533,6 +630,7 @@ def _tta_command(args: list[str]) -> None:
         _fail(f"tta: run directory {opts['run']!r} does not exist")
     run_dir = RunDir.existing(opts["run"])
     record = run_dir.read_config()
+    record["allow_code"] = False  # never trust code named by a run directory
     cfg = OmegaConf.create({k: v for k, v in record.items() if k not in ("model_info", "judge_model_info", "versions")})
     cfg.merge_with(OmegaConf.from_dotlist(overrides))
     domain, lm, judge_lm = _build(cfg)

@@ -8,6 +8,8 @@ about a particular domain.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import string
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -17,7 +19,8 @@ import numpy as np
 
 from qdaif.errors import ConfigError
 
-__all__ = ["Generation", "LMXPrompt", "RewritePrompt", "LabelJudgeSpec", "Measure", "Domain", "domain_from_config", "project_root", "configs_dir", "domain_names"]
+__all__ = ["Generation", "LMXPrompt", "RewritePrompt", "LabelJudgeSpec", "Measure", "Domain", "domain_from_config", "project_root",
+           "configs_dir", "domain_names", "literal_texts"]
 
 TEXT = "{text}"
 
@@ -60,6 +63,109 @@ def _check_keys(node: Mapping[str, Any], allowed: set[str], where: str) -> None:
     unknown = sorted(set(node) - allowed)
     if unknown:
         raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+
+
+# ----------------------------------------------------------- typed field readers
+# Each reader names the field, the allowed values and what it got, in one line.
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where} must be a mapping of fields (key: value lines), got {_shown(value)}")
+    return dict(value)
+
+
+def _list(value: Any, where: str, what: str = "a list") -> list[Any]:
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
+        raise ConfigError(f"{where} must be {what}, got {_shown(value)}")
+    return list(value)
+
+
+def _text(value: Any, where: str) -> str:
+    """A text field: a string (a number is taken as its digits), never a list or mapping."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ConfigError(f"{where} must be a text, got {_shown(value)}")
+    return str(value)
+
+
+def _texts(value: Any, where: str) -> tuple[str, ...]:
+    return tuple(_text(x, f"{where}[{i}]") for i, x in enumerate(_list(value, where, "a list of texts")))
+
+
+def _int(node: Mapping[str, Any], key: str, where: str, default: int, *, low: int) -> int:
+    value = node.get(key, default)
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"{where}.{key} must be an integer >= {low}, got {_shown(value)}")
+    return value
+
+
+def _float(value: Any, where: str, allowed: str, ok: Any = lambda x: True) -> float:
+    """A number for which ``ok`` holds; ``allowed`` says which numbers in the message."""
+    x = value
+    if isinstance(x, str):
+        try:
+            x = float(x)
+        except ValueError:
+            pass
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or not ok(x):
+        raise ConfigError(f"{where} must be {allowed}, got {_shown(value)}")
+    return float(x)
+
+
+def _edges(value: Any, where: str) -> tuple[float, ...]:
+    nums = [_float(x, where, "an increasing list of at least 2 numbers (bin boundaries)")
+            for x in _list(value, where, "an increasing list of at least 2 numbers (bin boundaries)")]
+    if len(nums) < 2 or not all(b > a for a, b in zip(nums, nums[1:])):
+        raise ConfigError(f"{where} must be an increasing list of at least 2 numbers (bin boundaries), got {_shown(value)}")
+    return tuple(nums)
+
+
+def _generation(value: Any, where: str) -> Generation:
+    node = _mapping(value, where)
+    _check_keys(node, {f.name for f in dataclasses.fields(Generation)}, where)
+    stop = node.get("stop", Generation.stop)
+    return Generation(
+        max_tokens=_int(node, "max_tokens", where, Generation.max_tokens, low=1),
+        temperature=_float(node.get("temperature", Generation.temperature), f"{where}.temperature",
+                           "a number >= 0 (0: greedy decoding)", lambda x: x >= 0),
+        top_p=_float(node.get("top_p", Generation.top_p), f"{where}.top_p", "a number in (0, 1]", lambda x: 0 < x <= 1),
+        stop=(_text(stop, f"{where}.stop"),) if isinstance(stop, str) else _texts(stop, f"{where}.stop"),
+    )
+
+
+_INTERPOLATION = re.compile(r"(\\*)\$\{")
+
+
+def literal_texts(node: Any) -> Any:
+    """Escapes ``${`` in every string of a domain node, so that OmegaConf keeps it as text.
+
+    Domain files are data: ``${oc.env:VAR}`` in a prompt is sent as written, never
+    resolved. The escape (``\\${``, backslashes before it doubled) is what OmegaConf
+    unescapes when the config is resolved; :func:`domain_from_config` also reads it.
+    """
+    if isinstance(node, str):
+        return _INTERPOLATION.sub(lambda m: m.group(1) * 2 + "\\${", node)
+    if isinstance(node, Mapping):
+        return {k: literal_texts(v) for k, v in node.items()}
+    if isinstance(node, (list, tuple)):
+        return [literal_texts(v) for v in node]
+    return node
+
+
+def _unescaped(node: Any) -> Any:
+    """The inverse of :func:`literal_texts` on an unresolved config; other strings are kept."""
+    if isinstance(node, str):
+        return _INTERPOLATION.sub(lambda m: m.group(1)[: len(m.group(1)) // 2] + "${", node)
+    if isinstance(node, Mapping):
+        return {k: _unescaped(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_unescaped(v) for v in node]
+    return node
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,6 +303,7 @@ class Domain:
     plugin: str = ""  # module of a DomainPlugin, for domains that need code (see qdaif.plugin)
     settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # the plugin's own options
     judges: Mapping[str, LabelJudgeSpec] = dataclasses.field(default_factory=dict)  # extra judges a plugin uses
+    allow_code: bool = False  # plugin may be any importable module, not only a registered one (see qdaif.plugin)
 
     @property
     def dims(self) -> tuple[int, ...]:
@@ -213,8 +320,9 @@ _COMPUTED_KEYS = {"name", "kind", "edges", "axis_label", "categories"}
 
 def _judge(node: Mapping[str, Any], where: str, keys: set[str] = _JUDGE_KEYS,
            placeholders: frozenset[str] = frozenset({"text"})) -> LabelJudgeSpec:
+    node = _mapping(node, where)
     _check_keys(node, keys, where)
-    query = str(_require(node, "query", where))
+    query = _text(_require(node, "query", where), f"{where}.query")
     if TEXT not in query:
         raise ConfigError(f"{where}.query must contain the placeholder {TEXT} (where the candidate text goes)")
     try:
@@ -226,7 +334,7 @@ def _judge(node: Mapping[str, Any], where: str, keys: set[str] = _JUDGE_KEYS,
         known = ", ".join("{" + p + "}" for p in sorted(placeholders))
         raise ConfigError(f"{where}.query has unknown placeholder(s) {', '.join('{' + u + '}' for u in unknown)}; "
                           f"the placeholders are {known} (write {{{{ and }}}} for literal braces)")
-    labels = tuple(str(x) for x in _require(node, "labels", where))
+    labels = _texts(_require(node, "labels", where), f"{where}.labels")
     if len(labels) < 2 or len(set(labels)) != len(labels):
         raise ConfigError(f"{where}.labels must be at least two distinct strings, got {list(labels)}")
     for a in labels:
@@ -235,10 +343,8 @@ def _judge(node: Mapping[str, Any], where: str, keys: set[str] = _JUDGE_KEYS,
                 # P(a) would include every continuation that starts like b (" 1" absorbs " 10").
                 raise ConfigError(f"{where}.labels: {a!r} is a prefix of {b!r}, so its score includes {b!r}'s; "
                                   "use labels that differ before either ends (e.g. ' 1/' and ' 10/')")
-    scale = float(node.get("logit_scale", 1.0))
-    if not scale > 0:
-        raise ConfigError(f"{where}.logit_scale must be > 0, got {scale}")
-    kind = str(node.get("kind") or "label")
+    scale = _float(node.get("logit_scale", 1.0), f"{where}.logit_scale", "a number > 0", lambda x: x > 0)
+    kind = _text(node.get("kind") or "label", f"{where}.kind")
     if kind not in JUDGE_KINDS:
         raise ConfigError(f"{where}.kind must be one of {', '.join(JUDGE_KINDS)}, got {kind!r}")
     values: tuple[float, ...] = ()
@@ -249,16 +355,17 @@ def _judge(node: Mapping[str, Any], where: str, keys: set[str] = _JUDGE_KEYS,
                 raw = [float(x) for x in labels]
             except ValueError:
                 raise ConfigError(f"{where}.values is needed when the rating labels are not numbers") from None
-        values = tuple(float(v) for v in raw)
+        values = tuple(_float(v, f"{where}.values", "a list of numbers, one per label")
+                       for v in _list(raw, f"{where}.values", "a list of numbers, one per label"))
         if len(values) != len(labels):
             raise ConfigError(f"{where}.values must have one number per label ({len(labels)}), got {len(values)}")
     elif node.get("values") is not None:
         raise ConfigError(f"{where}.values is only used by kind: rating")
     return LabelJudgeSpec(
-        name=str(_require(node, "name", where)),
+        name=_text(_require(node, "name", where), f"{where}.name"),
         query=query,
         labels=labels,
-        shots=str(node.get("shots") or ""),
+        shots=_text(node.get("shots") or "", f"{where}.shots"),
         logit_scale=scale,
         kind=kind,
         values=values,
@@ -268,22 +375,22 @@ def _judge(node: Mapping[str, Any], where: str, keys: set[str] = _JUDGE_KEYS,
 def _computed_measure(node: Mapping[str, Any], where: str) -> Measure:
     """A measure whose value a domain plugin computes (no judge prompt)."""
     _check_keys(node, _COMPUTED_KEYS, where)
-    name = str(_require(node, "name", where))
-    names = tuple(str(c) for c in (node.get("categories") or ()))
+    name = _text(_require(node, "name", where), f"{where}.name")
+    names = _texts(node.get("categories") or (), f"{where}.categories")
     if names:
         if node.get("edges") is not None:
             raise ConfigError(f"{where}: a categorical measure has one bin per category; remove 'edges'")
         edges = tuple(float(k) for k in range(len(names) + 1))
     else:
-        e = np.asarray(_require(node, "edges", where), dtype=float)
-        if e.ndim != 1 or len(e) < 2 or not np.all(np.diff(e) > 0):
-            raise ConfigError(f"{where}.edges must be an increasing list of at least 2 numbers (bin boundaries)")
-        edges = tuple(float(x) for x in e)
+        if node.get("edges") is None:
+            raise ConfigError(f"{where}: a computed measure needs 'edges' (bin boundaries) or 'categories' (one name per bin)")
+        edges = _edges(node["edges"], f"{where}.edges")
     judge = LabelJudgeSpec(name=name, query=TEXT, labels=(), kind="computed")
     return Measure(judge=judge, edges=edges, axis_label=str(node.get("axis_label") or name), categories=names)
 
 
 def _measure(node: Mapping[str, Any], where: str) -> Measure:
+    node = _mapping(node, where)
     if node.get("kind") == "computed":
         return _computed_measure(node, where)
     judge = _judge(node, where, _MEASURE_KEYS)
@@ -291,7 +398,7 @@ def _measure(node: Mapping[str, Any], where: str) -> Measure:
         # Bin k holds category k: the measure's value is the index of the argmax label.
         if node.get("edges") is not None:
             raise ConfigError(f"{where}: a categorical measure has one bin per label; remove 'edges'")
-        names = tuple(str(c) for c in (node.get("categories") or judge.categories))
+        names = _texts(node.get("categories") or judge.categories, f"{where}.categories")
         if len(names) != len(judge.labels):
             raise ConfigError(f"{where}.categories must name each of the {len(judge.labels)} labels")
         edges = tuple(float(k) for k in range(len(names) + 1))
@@ -299,94 +406,96 @@ def _measure(node: Mapping[str, Any], where: str) -> Measure:
                        anchors=_anchors(node, where))
     if node.get("categories") is not None:
         raise ConfigError(f"{where}.categories is only used by kind: categorical")
-    edges = np.asarray(_require(node, "edges", where), dtype=float)
-    if edges.ndim != 1 or len(edges) < 2 or not np.all(np.diff(edges) > 0):
-        raise ConfigError(f"{where}.edges must be an increasing list of at least 2 numbers (bin boundaries)")
+    edges = _edges(_require(node, "edges", where), f"{where}.edges")
     if judge.kind == "label" and (edges[0] > 0 or edges[-1] < 1):
         raise ConfigError(f"{where}.edges must span [0, 1] (first <= 0, last >= 1), got [{edges[0]}, {edges[-1]}]")
-    label = str(node.get("axis_label") or judge.name)
-    return Measure(judge=judge, edges=tuple(float(e) for e in edges), axis_label=label, anchors=_anchors(node, where))
+    label = _text(node.get("axis_label") or judge.name, f"{where}.axis_label")
+    return Measure(judge=judge, edges=edges, axis_label=label, anchors=_anchors(node, where))
 
 
 def _anchors(node: Mapping[str, Any], where: str) -> tuple[str, ...]:
-    anchors = tuple(str(a) for a in (node.get("anchors") or ()))
+    anchors = _texts(node.get("anchors") or (), f"{where}.anchors")
     if anchors and len(anchors) != 2:
         raise ConfigError(f"{where}.anchors must be two texts (for the first and the second label)")
     return anchors
 
 
-def domain_from_config(node: Mapping[str, Any]) -> Domain:
+def domain_from_config(node: Mapping[str, Any], *, allow_code: bool = False) -> Domain:
     """Validates a domain config node and builds a :class:`Domain`.
+
+    A domain is data: its texts are taken literally (``${...}`` is not interpolated),
+    and its ``plugin`` must be a registered one (:func:`qdaif.plugin.plugin_class`)
+    unless ``allow_code`` is set.
 
     Args:
         node: The composed ``domain`` config (a mapping, e.g. an OmegaConf DictConfig).
+        allow_code: Let ``plugin`` name any importable module (e.g. one in the current
+            folder); its code runs when the domain is loaded.
 
     Raises:
-        ConfigError: A field is missing, unknown or invalid; the message names it.
+        ConfigError: A field is missing, unknown, of the wrong type or out of range; the
+            message names it and the allowed values.
     """
     from omegaconf import DictConfig, OmegaConf
 
     if isinstance(node, DictConfig):
-        node = OmegaConf.to_container(node, resolve=True)
+        node = _unescaped(OmegaConf.to_container(node, resolve=False))
+    node = _mapping(node, "domain")
     where = f"domain {node.get('name', '?')}"
     _check_keys(node, _DOMAIN_KEYS, where)
-    lmx_node = dict(_require(node, "lmx", where))
+    lmx_node = _mapping(_require(node, "lmx", where), f"{where}.lmx")
     _check_keys(lmx_node, {"instruction", "separator", "num_examples"}, f"{where}.lmx")
     lmx = LMXPrompt(
-        instruction=str(_require(lmx_node, "instruction", f"{where}.lmx")),
-        separator=str(lmx_node.get("separator", "\n###\n")),
-        num_examples=int(lmx_node.get("num_examples", 3)),
+        instruction=_text(_require(lmx_node, "instruction", f"{where}.lmx"), f"{where}.lmx.instruction"),
+        separator=_text(lmx_node.get("separator", "\n###\n"), f"{where}.lmx.separator"),
+        num_examples=_int(lmx_node, "num_examples", f"{where}.lmx", 3, low=1),
     )
+    plugin = _text(node.get("plugin") or "", f"{where}.plugin")
     raw_seeds = node.get("seeds")
-    if raw_seeds is None and node.get("plugin"):
+    if raw_seeds is None and plugin:
         from qdaif.plugin import plugin_class
 
-        raw_seeds = plugin_class(str(node["plugin"]), where).default_seeds(dict(node.get("settings") or {}))
-    seeds = tuple(str(s).strip() for s in (raw_seeds if raw_seeds is not None else _require(node, "seeds", where)))
+        raw_seeds = plugin_class(plugin, where, allow_code=allow_code).default_seeds(
+            _mapping(node.get("settings") or {}, f"{where}.settings"))
+    seeds = tuple(s.strip() for s in _texts(raw_seeds if raw_seeds is not None else _require(node, "seeds", where),
+                                            f"{where}.seeds"))
     if len(seeds) < 1 or not all(seeds):
         raise ConfigError(f"{where}.seeds must be a non-empty list of non-empty texts")
-    if lmx.num_examples < 1:
-        raise ConfigError(f"{where}.lmx.num_examples must be >= 1")
-    gen_node = dict(node.get("generation") or {})
-    _check_keys(gen_node, {f.name for f in dataclasses.fields(Generation)}, f"{where}.generation")
-    if "stop" in gen_node:
-        gen_node["stop"] = tuple(gen_node["stop"])
-    generation = Generation(**gen_node)
-    if generation.max_tokens < 1:
-        raise ConfigError(f"{where}.generation.max_tokens must be >= 1")
-    measures_node = _require(node, "measures", where)
+    generation = _generation(node.get("generation") or {}, f"{where}.generation")
+    measures_node = _list(_require(node, "measures", where), f"{where}.measures",
+                          "a list of measures (each line starting with '- name:')")
     if not measures_node:
         raise ConfigError(f"{where}.measures must list at least one measure")
     measures = tuple(_measure(m, f"{where}.measures[{i}]") for i, m in enumerate(measures_node))
-    mutation = str(node.get("mutation") or "lmx_near")
+    mutation = _text(node.get("mutation") or "lmx_near", f"{where}.mutation")
     if mutation not in MUTATIONS:
         raise ConfigError(f"{where}.mutation must be one of {', '.join(MUTATIONS)}, got {mutation!r}")
     rewrite = None
     if node.get("rewrite") is not None:
-        rw = dict(node["rewrite"])
+        rw = _mapping(node["rewrite"], f"{where}.rewrite")
         _check_keys(rw, {"header", "separator", "num_examples"}, f"{where}.rewrite")
-        rewrite = RewritePrompt(header=str(_require(rw, "header", f"{where}.rewrite")),
-                                separator=str(rw.get("separator", "\n###\n")), num_examples=int(rw.get("num_examples", 2)))
+        rewrite = RewritePrompt(header=_text(_require(rw, "header", f"{where}.rewrite"), f"{where}.rewrite.header"),
+                                separator=_text(rw.get("separator", "\n###\n"), f"{where}.rewrite.separator"),
+                                num_examples=_int(rw, "num_examples", f"{where}.rewrite", 2, low=1))
         names = {m.name: m.categories[0] if m.categories else "x" for m in measures}
         try:
             rewrite.header.format(**names)
         except (KeyError, IndexError) as e:
             raise ConfigError(f"{where}.rewrite.header has a placeholder {e} that is not a measure name "
                               f"(measures: {', '.join(names)})") from None
-    plugin = str(node.get("plugin") or "")
-    settings = dict(node.get("settings") or {})
+    settings = _mapping(node.get("settings") or {}, f"{where}.settings")
     if settings and not plugin:
         raise ConfigError(f"{where}.settings is only used by domains with a 'plugin'")
     placeholders = frozenset({"text"})
     if plugin:
         from qdaif.plugin import plugin_class
 
-        placeholders = plugin_class(plugin, where).placeholders
+        placeholders = plugin_class(plugin, where, allow_code=allow_code).placeholders
     judges = {}
-    for key, jn in dict(node.get("judges") or {}).items():
+    for key, jn in _mapping(node.get("judges") or {}, f"{where}.judges").items():
         if not plugin:
             raise ConfigError(f"{where}.judges is only used by domains with a 'plugin'")
-        jn = {"name": key, **dict(jn)}
+        jn = {"name": key, **_mapping(jn, f"{where}.judges.{key}")}
         judges[str(key)] = _judge(jn, f"{where}.judges.{key}", placeholders=placeholders)
     computed = [m.name for m in measures if m.judge.kind == "computed"]
     if computed and not plugin:
@@ -401,11 +510,11 @@ def domain_from_config(node: Mapping[str, Any]) -> Domain:
             raise ConfigError(f"{where}: mutation lmx_rewrite needs categorical measures (kind: categorical)")
     return Domain(
         mutation=mutation,
-        zero_shot=str(node.get("zero_shot") or ""),
+        zero_shot=_text(node.get("zero_shot") or "", f"{where}.zero_shot"),
         rewrite=rewrite,
-        name=str(_require(node, "name", where)),
-        version=int(node.get("version", 1)),
-        description=str(node.get("description", "")),
+        name=_text(_require(node, "name", where), f"{where}.name"),
+        version=_int(node, "version", where, 1, low=0),
+        description=_text(node.get("description") or "", f"{where}.description"),
         lmx=lmx,
         seeds=seeds,
         generation=generation,
@@ -414,4 +523,5 @@ def domain_from_config(node: Mapping[str, Any]) -> Domain:
         plugin=plugin,
         settings=settings,
         judges=judges,
+        allow_code=allow_code,
     )

@@ -10,8 +10,9 @@ Raters give each text a quality rating on a 1-5 scale and, for each measure, one
 its labels: the categories of a categorical measure, or the judge's label words of a
 label-judge measure (e.g. ``positive`` / ``negative`` for sentiment).
 
-Import (:func:`import_ratings`) reads the raters' files (CSV, or Label Studio JSON
-exports), checks them and computes per method:
+Import (:func:`import_ratings`) reads the raters' files (``items.csv`` filled in, or
+Label Studio's JSON, JSON-MIN or CSV export), checks that they rate this export's
+items (ids and texts), and computes per method:
 
 Human QD score
     The QDAIF paper's "sum of mean quality score for each category/label found in the
@@ -258,7 +259,7 @@ def _instructions(measures: Sequence[HumanMeasure], n_items: int) -> str:
         "`-` or `@` is shown with a leading `'` so that spreadsheets do not run it as a formula.",
         "",
         f"In Label Studio, create a project with the labelling config `{LS_CONFIG}`, import",
-        f"`{LS_TASKS}`, and export the annotations as JSON when done.",
+        f"`{LS_TASKS}`, and export the annotations (JSON, JSON-MIN or CSV) when done.",
         "",
     ]
     return "\n".join(lines)
@@ -420,16 +421,69 @@ def _parse_quality(value: Any) -> int | None | str:
     return int(x)
 
 
+def _same_text(rated: Any, shown: str) -> bool:
+    """Whether a ratings file's text is the export's text of the item.
+
+    Whitespace runs count as one space (spreadsheets rewrite line ends), and the ``'``
+    that :func:`_spreadsheet_safe` puts before a formula-like text is ignored.
+    """
+    a, b = " ".join(str(rated).split()), " ".join(shown.split())
+    return a == b or (a.startswith("'") and a[1:].lstrip() == b)
+
+
+def _ls_value(value: Any) -> Any:
+    """One Label Studio answer as plain data: a rating's number or a single choice's label.
+
+    The full JSON export holds ``{"rating": 3}`` / ``{"choices": ["x"]}``; JSON-MIN holds
+    ``[{"rating": 3}]`` and a single choice as ``"x"``; the CSV export holds the same
+    as JSON text (``[{"rating":3}]``). Anything else is returned as it is, to be
+    reported by the row checks.
+    """
+    if isinstance(value, str) and value.strip()[:1] in ("[", "{"):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    if isinstance(value, Mapping):
+        if "rating" in value:
+            return value["rating"]
+        choices = value.get("choices")
+        if isinstance(choices, list) and len(choices) == 1:
+            return choices[0]
+    return value
+
+
+def _ls_rater(who: Any) -> str | None:
+    """A rater's name from a Label Studio annotator: the email, else ``user<id>``; None when absent."""
+    if isinstance(who, Mapping):
+        if who.get("email"):
+            return str(who["email"])
+        who = who.get("id")
+    if who is None or (isinstance(who, str) and not who.strip()) or isinstance(who, bool):
+        return None
+    text = str(who).strip()
+    if text.endswith(".0") and text[:-2].isdigit():  # a CSV id read back as a float
+        text = text[:-2]
+    return f"user{text}" if text.isdigit() else text
+
+
 class _Reader:
     def __init__(self, key: Mapping[str, Any]) -> None:
-        self.items = {it["item"] for it in key["items"]}
+        self.items = {it["item"]: it["text"] for it in key["items"]}
         self.measures = [HumanMeasure(name=m["name"], labels=tuple(m["labels"]), categorical=bool(m["categorical"]))
                          for m in key["measures"]]
         self.errors = _Problems()
         self.notes = _Problems()
         self.ratings: list[Rating] = []
+        self.other_texts: dict[str, list[str]] = defaultdict(list)  # file: rows whose text is not the export's
+        self.checked: dict[str, int] = defaultdict(int)  # file: rows with a known item
+        self.annotations: dict[tuple[Any, ...], str] = {}  # a Label Studio annotation: the first file holding it
+        self.repeated: dict[tuple[str, str], list[str]] = defaultdict(list)  # (first file, file): annotation ids
 
-    def row(self, *, rater: str, item: Any, quality: Any, answers: Mapping[str, Any], where: str) -> None:
+    def row(self, *, rater: str, item: Any, quality: Any, answers: Mapping[str, Any], where: str, text: Any,
+            file: str) -> None:
         """Checks and records one rater's answers for one item."""
         item = "" if item is None else str(item).strip()
         blank_labels = all(v is None or not str(v).strip() for v in answers.values())
@@ -441,6 +495,12 @@ class _Reader:
             self.errors.add(f"unknown item ids (not in {KEY})", f"{where} ({item})")
             return
         q = _parse_quality(quality)
+        if q is None and blank_labels:
+            return  # an unrated item: reported with the rater's missing items
+        self.checked[file] += 1
+        if text is None or not str(text).strip() or not _same_text(text, self.items[item]):
+            self.other_texts[file].append(f"{where} ({item})")
+            return
         if isinstance(q, str):
             self.errors.add(f"quality ratings that are not whole numbers {SCALE[0]}-{SCALE[1]}", f"{where} ({q})")
             return
@@ -451,21 +511,37 @@ class _Reader:
             if v is None or not str(v).strip():
                 labels[m.name] = None
                 continue
-            lab = m.match(str(v))
+            lab = m.match(str(v)) if isinstance(v, (str, int, float)) else None
             if lab is None:
-                self.errors.add(f"{m.name} labels not among {', '.join(m.labels)}", f"{where} ({str(v)!r})")
+                kind = "with other than one choice" if isinstance(v, (list, Mapping)) else f"labels not among {', '.join(m.labels)}"
+                self.errors.add(f"{m.name} {kind}", f"{where} ({v!r})")
                 bad = True
             labels[m.name] = lab
         if bad:
             return
-        if q is None and blank_labels:
-            return  # an unrated item: reported with the rater's missing items
         if q is None:
             self.notes.add("rows without a quality rating (their labels still count)", where)
         for name, lab in labels.items():
             if lab is None:
                 self.notes.add(f"rows without a {name} label (the AI label places the item in a cell)", where)
         self.ratings.append(Rating(rater=rater, item=item, quality=q, labels=labels, source=where))
+
+    def annotation(self, *, rater: str | None, item: Any, annotation_id: Any, created_at: Any, file: str,
+                   **row: Any) -> None:
+        """One Label Studio annotation (of any export format); one seen in an earlier file is skipped."""
+        if rater is None and annotation_id in (None, ""):
+            self.notes.add("tasks without annotations (item not rated)", f"{row['where']} ({item})")
+            return
+        if rater is None:
+            self.errors.add("annotations without an annotator", row["where"])
+            return
+        if annotation_id not in (None, ""):
+            ident = (str(annotation_id).removesuffix(".0"), rater, str(item), str(created_at or ""))
+            first = self.annotations.setdefault(ident, file)
+            if first != file:
+                self.repeated[(first, file)].append(ident[0])
+                return
+        self.row(rater=rater, item=item, file=file, **row)
 
     def read_csv(self, path: Path) -> None:
         try:
@@ -475,16 +551,24 @@ class _Reader:
         reader = csv.DictReader(io.StringIO(text))
         header = [h.strip() for h in reader.fieldnames or []]
         reader.fieldnames = header
-        if "item" not in header or QUALITY not in header:
-            raise RatingsError(f"{path}: a ratings CSV needs the columns 'item' and '{QUALITY}' "
+        label_studio = "annotator" in header and "annotation_id" in header  # Label Studio's CSV export
+        if "item" not in header or QUALITY not in header or "text" not in header:
+            raise RatingsError(f"{path}: a ratings CSV needs the columns 'item', 'text' and '{QUALITY}' "
                                f"(as in {ITEMS_CSV}); found {header}")
         for m in self.measures:
             if m.name not in header:
                 self.notes.add(f"files without a {m.name} column (AI labels are used for it)", str(path))
         for n, r in enumerate(reader, 2):  # row 1 is the header
+            where = f"{path.name} row {n}"
+            if label_studio:
+                self.annotation(rater=_ls_rater(r.get("annotator")), item=r.get("item"), text=r.get("text"),
+                                annotation_id=r.get("annotation_id"), created_at=r.get("created_at"), file=path.name,
+                                quality=_ls_value(r.get(QUALITY)),
+                                answers={m.name: _ls_value(r.get(m.name)) for m in self.measures}, where=where)
+                continue
             rater = (r.get("rater") or "").strip() or path.stem
-            self.row(rater=rater, item=r.get("item"), quality=r.get(QUALITY),
-                     answers={m.name: r.get(m.name) for m in self.measures}, where=f"{path.name} row {n}")
+            self.row(rater=rater, item=r.get("item"), quality=r.get(QUALITY), text=r.get("text"), file=path.name,
+                     answers={m.name: r.get(m.name) for m in self.measures}, where=where)
 
     def read_label_studio(self, path: Path) -> None:
         try:
@@ -497,25 +581,26 @@ class _Reader:
             if not isinstance(task, Mapping):
                 self.errors.add("tasks that are not JSON objects", f"{path.name} task {t}")
                 continue
-            if "annotations" not in task and "item" in task:  # the JSON-MIN export: one flat row per annotation
-                rater = str(task.get("annotator") or path.stem)
-                self.row(rater=rater, item=task.get("item"), quality=task.get(QUALITY),
-                         answers={m.name: task.get(m.name) for m in self.measures}, where=f"{path.name} row {t}")
+            if "annotations" not in task and "item" in task:  # JSON-MIN: one flat row per annotation
+                self.annotation(rater=_ls_rater(task.get("annotator")), item=task.get("item"), text=task.get("text"),
+                                annotation_id=task.get("annotation_id"), created_at=task.get("created_at"),
+                                file=path.name, quality=_ls_value(task.get(QUALITY)),
+                                answers={m.name: _ls_value(task.get(m.name)) for m in self.measures},
+                                where=f"{path.name} row {t}")
                 continue
-            item = (task.get("data") or {}).get("item")
+            data = task.get("data") or {}
+            item = data.get("item")
             annotations = task.get("annotations") or []
             if not annotations:
                 self.notes.add("tasks without annotations (item not rated)", f"{path.name} task {t} ({item})")
             for a, ann in enumerate(annotations, 1):
                 where = f"{path.name} task {t} annotation {a}"
+                if not isinstance(ann, Mapping):
+                    self.errors.add("annotations that are not JSON objects", where)
+                    continue
                 if ann.get("was_cancelled"):
                     self.notes.add("cancelled annotations (skipped)", where)
                     continue
-                who = ann.get("completed_by")
-                if isinstance(who, Mapping):
-                    rater = str(who.get("email") or f"{path.stem}:user{who.get('id')}")
-                else:
-                    rater = f"{path.stem}:user{who}"
                 quality, answers = None, {}
                 for res in ann.get("result") or []:
                     value = res.get("value") or {}
@@ -527,9 +612,16 @@ class _Reader:
                             self.errors.add(f"{res.get('from_name')} with other than one choice", where)
                             continue
                         answers[str(res.get("from_name"))] = choices[0]
-                self.row(rater=rater, item=item, quality=quality, answers=answers, where=where)
+                self.annotation(rater=_ls_rater(ann.get("completed_by")), item=item, text=data.get("text"),
+                                annotation_id=ann.get("id"), created_at=ann.get("created_at"), file=path.name,
+                                quality=quality, answers=answers, where=where)
 
     def finish(self, key: Mapping[str, Any]) -> tuple[list[Rating], list[str]]:
+        for file, rows in self.other_texts.items():
+            every = "all" if len(rows) == self.checked[file] else f"{len(rows)} of {self.checked[file]}"
+            self.errors.add("texts that are not this export's text of the item (ratings made on another export? "
+                            "import them with the folder of the export they rate)",
+                            f"{file}: {every} rated items, e.g. {_listing(rows[:3])}")
         seen: dict[tuple[str, str], str] = {}
         for r in self.ratings:
             k = (r.rater, r.item)
@@ -540,7 +632,9 @@ class _Reader:
                 seen[k] = r.source
         if self.errors.by_kind:
             raise RatingsError("; ".join(self.errors.lines()))
-        notes = self.notes.lines()
+        notes = [f"{len(ids)} Label Studio annotation(s) of {first} appear again in {file} (annotation ids "
+                 f"{_listing(ids)}): each is counted once" for (first, file), ids in self.repeated.items()]
+        notes += self.notes.lines()
         order = [it["item"] for it in key["items"]]
         for rater in sorted({r.rater for r in self.ratings}):
             rated = {r.item for r in self.ratings if r.rater == rater and r.quality is not None}
@@ -555,8 +649,12 @@ def read_ratings(paths: Iterable[str | Path], key: Mapping[str, Any]) -> tuple[l
     """Reads and checks ratings files against an export's key.
 
     A ``.csv`` file is one rater's (named by the file) unless it has a ``rater``
-    column. A ``.json`` file is a Label Studio export (its full JSON or JSON-MIN
-    format), whose annotators are the raters.
+    column, or Label Studio's CSV export (with ``annotator`` and ``annotation_id``
+    columns). A ``.json`` file is a Label Studio export, full JSON or JSON-MIN. Label
+    Studio's raters are its annotators (their email, else ``user<id>``); an annotation
+    found in two files (the same annotation id, annotator, item and creation time) is
+    counted once, with a warning. Every row must carry the text the rater saw, equal to
+    the export's text of its item: ratings of another export are refused.
 
     Args:
         paths: Ratings files.
@@ -567,9 +665,9 @@ def read_ratings(paths: Iterable[str | Path], key: Mapping[str, Any]) -> tuple[l
         each naming the rows or items.
 
     Raises:
-        RatingsError: Unknown item ids, ratings outside 1-5 or not whole, labels not
-            among a measure's labels, rows without an item id, or one rater rating an
-            item twice; the message names every such row.
+        RatingsError: Unknown item ids, texts other than the export's, ratings outside
+            1-5 or not whole, labels not among a measure's labels, rows without an item
+            id, or one rater rating an item twice; the message names every such row.
     """
     reader = _Reader(key)
     for p in map(Path, paths):

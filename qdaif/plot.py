@@ -7,7 +7,8 @@ matplotlib is imported lazily and only its file backends are used.
 
 A measure in ``config.yaml`` has either ``edges`` (bin boundaries of a value in
 [0, 1], possibly non-uniform) or ``categories`` (one name per cell: cell ``k`` holds
-category ``k``).
+category ``k``); a ``kind: categorical`` judge without ``categories`` names its cells
+by its labels, as :func:`qdaif.domain.domain_from_config` does.
 """
 
 from __future__ import annotations
@@ -105,6 +106,9 @@ def axes_from_config(config: Mapping[str, Any], *, where: str = CONFIG) -> list[
         at = f"{where}: domain.measures[{i}]"
         if not isinstance(m, Mapping) or not m.get("name"):
             raise RunDirError(f"{at} has no name")
+        if m.get("kind") == "categorical" and m.get("categories") is None and m.get("edges") is None and m.get("labels"):
+            # A categorical judge without categories: names its bins by its labels, as the run did.
+            m = {**m, "categories": [str(x).strip() for x in m["labels"]]}
         has_edges, has_cats = m.get("edges") is not None, m.get("categories") is not None
         if has_edges == has_cats:
             raise RunDirError(f"{at} ({m['name']}) needs exactly one of 'edges' and 'categories'")
@@ -513,12 +517,14 @@ def animate_run(
         The number of frames written.
 
     Raises:
-        ConfigError: Unknown suffix, ffmpeg missing for MP4, or ``frames`` < 1.
+        ConfigError: Unknown suffix, ffmpeg missing for MP4, ``frames`` < 1 or ``fps`` <= 0.
         RunDirError: The run has no history.
     """
     from matplotlib import animation
 
     run = drawable(as_run(run))
+    if not fps > 0:
+        raise ConfigError(f"--fps must be > 0 (frames per second), got {fps}")
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".gif":

@@ -4,10 +4,18 @@ Most domains are pure data (a YAML file). A domain whose candidates have structu
 (a typed genome), whose quality needs more LM calls (a target model answering the
 candidate) or exact checkers, names a plugin in its YAML file::
 
-    plugin: multitask          # qdaif.plugins.multitask, or any importable module
+    plugin: multitask          # a registered plugin (see below)
     settings: {mode: data}     # the plugin's own options, validated by the plugin
 
-The module defines ``Plugin``, a subclass of :class:`DomainPlugin`. The engine keeps
+The module defines ``Plugin``, a subclass of :class:`DomainPlugin`. A domain file is
+data, so ``plugin:`` names only a *registered* plugin: a built-in one (``multitask``,
+``rewrites``) or one that an installed package declares as an entry point::
+
+    [project.entry-points."qdaif.plugins"]
+    my_domain = "my_package.my_domain"       # a module defining Plugin (or "module:Class")
+
+Any other importable module (e.g. a file in the current folder) is imported only when
+the user passes ``allow_code=true``: importing it runs its code. The engine keeps
 its contract: each iteration the algorithm proposes prompts, the generator answers
 them in one batched ``generate`` call, the plugin turns each generation into a
 candidate text (:meth:`DomainPlugin.parse`) and judges the batch
@@ -33,7 +41,12 @@ if TYPE_CHECKING:
     from qdaif.lm import LM
     from qdaif.operators import Proposal
 
-__all__ = ["DomainPlugin", "plugin_class", "make_plugin"]
+__all__ = ["DomainPlugin", "plugin_class", "make_plugin", "registered_plugins", "ENTRY_POINT_GROUP", "BUILTIN_PLUGINS"]
+
+#: Entry-point group in which installed packages register their plugins.
+ENTRY_POINT_GROUP = "qdaif.plugins"
+#: The plugins shipped with qdaif (also registered as entry points in pyproject.toml).
+BUILTIN_PLUGINS = {"multitask": "qdaif.plugins.multitask", "rewrites": "qdaif.plugins.rewrites"}
 
 
 class DomainPlugin(abc.ABC):
@@ -113,29 +126,82 @@ class DomainPlugin(abc.ABC):
         return None
 
 
-def plugin_class(name: str, where: str = "domain") -> type[DomainPlugin]:
-    """Imports a plugin: a module under :mod:`qdaif.plugins` by short name, or any dotted module path.
+def registered_plugins() -> dict[str, str]:
+    """Returns the registered plugins: name to ``module`` or ``module:attribute``.
+
+    The built-in plugins and every entry point of the group :data:`ENTRY_POINT_GROUP`
+    of the installed packages; an entry point does not override a built-in name.
+    """
+    from importlib.metadata import entry_points
+
+    found = {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    return {**found, **BUILTIN_PLUGINS}
+
+
+def _import(target: str, name: str, where: str) -> Any:
+    """Imports ``module`` or ``module:attribute``; a missing module is a one-line error."""
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name is None or not module_name.startswith(e.name):
+            raise  # the plugin itself imports something missing: show that
+        raise ConfigError(f"{where}.plugin: cannot import {name!r} (module {module_name} not found)") from None
+    if not attr:
+        return module
+    obj = module
+    for part in attr.split("."):
+        obj = getattr(obj, part, None)
+    if obj is None:
+        raise ConfigError(f"{where}.plugin: {name!r} is registered as {target}, which does not exist")
+    return obj
+
+
+def plugin_class(name: str, where: str = "domain", *, allow_code: bool = False) -> type[DomainPlugin]:
+    """Finds a plugin's class by its registered name (or, with ``allow_code``, any module).
+
+    Registered names are the built-in plugins and the entry points of group
+    :data:`ENTRY_POINT_GROUP` (:func:`registered_plugins`); the built-ins are also
+    found by module name (``qdaif.plugins.multitask``). An entry point names a module
+    defining ``Plugin`` or the class itself (``module:Class``).
+
+    Args:
+        name: The domain's ``plugin`` field.
+        where: Names the domain in error messages.
+        allow_code: Also import ``name`` as a module when it is not registered
+            (``qdaif.plugins.NAME`` first, then ``NAME``); its code runs on import.
 
     Raises:
-        ConfigError: The module cannot be imported or defines no ``Plugin`` subclass of
-            :class:`DomainPlugin`.
+        ConfigError: ``name`` is not registered (and ``allow_code`` is off), cannot be
+            imported, or defines no ``Plugin`` subclass of :class:`DomainPlugin`.
     """
-    modules = [f"qdaif.plugins.{name}", name] if "." not in name else [name]
-    module = None
-    for m in modules:
-        try:
-            module = importlib.import_module(m)
-            break
-        except ModuleNotFoundError as e:
-            if e.name is None or not m.startswith(e.name):
-                raise  # the plugin itself imports something missing: show that
-    if module is None:
-        raise ConfigError(f"{where}.plugin: cannot import {name!r} (tried {', '.join(modules)}); "
-                          "give a module under qdaif.plugins or an importable dotted path")
-    cls = getattr(module, "Plugin", None)
+    registered = registered_plugins()
+    builtin_modules = {m: m for m in BUILTIN_PLUGINS.values()}
+    target = registered.get(name) or builtin_modules.get(name)
+    if target is None and not allow_code:
+        raise ConfigError(
+            f"{where}.plugin: {name!r} is not a registered plugin (registered: {', '.join(sorted(registered))}); "
+            f"a domain file names plugins that installed packages register (entry point group '{ENTRY_POINT_GROUP}'), "
+            f"or pass allow_code=true to import the module {name!r} and run its code")
+    if target is not None:
+        obj = _import(target, name, where)
+    else:
+        modules = [f"qdaif.plugins.{name}", name] if "." not in name else [name]
+        obj = None
+        for m in modules:
+            try:
+                obj = importlib.import_module(m)
+                break
+            except ModuleNotFoundError as e:
+                if e.name is None or not m.startswith(e.name):
+                    raise  # the plugin itself imports something missing: show that
+        if obj is None:
+            raise ConfigError(f"{where}.plugin: cannot import {name!r} (tried {', '.join(modules)}); "
+                              "give a registered plugin or an importable dotted path")
+    cls = obj if isinstance(obj, type) else getattr(obj, "Plugin", None)
     if not (isinstance(cls, type) and issubclass(cls, DomainPlugin)):
-        raise ConfigError(f"{where}.plugin: module {module.__name__} defines no 'Plugin' class derived from "
-                          "qdaif.plugin.DomainPlugin")
+        source = getattr(obj, "__name__", name)
+        raise ConfigError(f"{where}.plugin: {source} defines no 'Plugin' class derived from qdaif.plugin.DomainPlugin")
     return cls
 
 
@@ -147,4 +213,4 @@ def make_plugin(domain: "Domain") -> DomainPlugin | None:
     """
     if not domain.plugin:
         return None
-    return plugin_class(domain.plugin, f"domain {domain.name}")(domain=domain)
+    return plugin_class(domain.plugin, f"domain {domain.name}", allow_code=domain.allow_code)(domain=domain)

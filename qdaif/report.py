@@ -423,7 +423,8 @@ def write_report(run: RunData | str | Path, *, out: str | Path | None = None, ti
 
     Args:
         run: A loaded run or its directory.
-        out: Output file (default: ``report.html`` in the run directory).
+        out: Output file (default: ``report.html`` in the run directory); an existing
+            folder gets ``report.html`` in it.
         title: Page title.
 
     Returns:
@@ -434,6 +435,8 @@ def write_report(run: RunData | str | Path, *, out: str | Path | None = None, ti
     """
     run = as_run(run)
     path = Path(out) if out is not None else run.path / REPORT
+    if path.is_dir():  # an existing folder: the report goes in it
+        path = path / REPORT
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, report_html(run, title=title).encode("utf-8"))
     return path

@@ -97,7 +97,7 @@ class RunDir:
         from omegaconf import OmegaConf
 
         try:
-            return OmegaConf.to_container(OmegaConf.load(self.file(CONFIG)), resolve=True)
+            return OmegaConf.to_container(OmegaConf.load(self.file(CONFIG)), resolve=False)  # recorded resolved; texts stay literal
         except Exception as e:  # noqa: BLE001 - any parse error means the same thing to the user
             raise RunDirError(f"cannot read {self.file(CONFIG)}: {e}") from None
 

@@ -34,7 +34,7 @@ def assert_one_line_error(proc, *fragments):
         (["batch_size=0"], ["batch_size must be >= 1"]),
         (["batch_size=many"], ["batch_size must be an integer"]),
         (["domain.quality.query=no placeholder"], ["must contain the placeholder {text}"]),
-        (["domain=multitask", "domain.plugin=no_such_module"], ["cannot import 'no_such_module'"]),
+        (["domain=multitask", "domain.plugin=no_such_module"], ["'no_such_module' is not a registered plugin"]),
         (["domain=multitask", "domain.settings.mode=sideways"], ["mode"]),
     ],
 )
@@ -147,3 +147,64 @@ def test_judge_command_on_a_plugin_domain_says_why_not(tmp_path):
     (tmp_path / "t.txt").write_text("a text\n")
     proc = run_cli("judge", "domain=multitask", "model=scripted_fake", "input=t.txt", cwd=tmp_path, timeout=600)
     assert_one_line_error(proc, "domain multitask is judged by its plugin")
+
+
+# ------------------------------------------------- issue 13: every argument in one line
+@pytest.fixture
+def toy_run(tmp_path):
+    from tests.test_plot import make_run, numeric, random_rows
+
+    measures = [numeric("sentiment", [0, 0.5, 1])]
+    return make_run(tmp_path / "run", measures=measures, rows=random_rows(measures, 12))
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["plot", "{run}", "--animate", "--fps", "0"], ["plot: argument --fps: must be a number > 0, got '0'"]),
+        (["plot", "{run}", "--animate", "--frames", "many"], ["argument --frames: must be an integer >= 1, got 'many'"]),
+        (["plot", "{run}", "--colour"], ["plot: unrecognized arguments: --colour"]),
+        (["plot", "{run}", "--out", "{run}/elites.jsonl"], ["--out", "is a file; give a folder"]),
+        (["plot", "nowhere"], ["run directory 'nowhere' does not exist"]),
+        (["report"], ["report: the following arguments are required: DIR"]),
+        (["report", "{run}/elites.jsonl"], ["is not a folder"]),
+        (["compare", "{run}", "--out", "c", "--seed", "-1"], ["argument --seed: must be an integer >= 0, got '-1'"]),
+        (["compare", "{run}", "--out", "c", "--bootstrap", "0"], ["argument --bootstrap: must be an integer >= 1"]),
+        (["compare", "{run}", "nowhere", "--out", "c"], ["run directory 'nowhere' does not exist"]),
+        (["human-eval", "export", "{run}", "--out", "h", "--per-cell", "0"], ["argument --per-cell: must be an integer >= 1"]),
+        (["human-eval", "export", "{run}", "--out", "h", "--seed", "x"], ["argument --seed: must be an integer >= 0"]),
+        (["human-eval", "export", "{run}", "--out", "{run}/elites.jsonl"], ["is a file; give a folder"]),
+        (["human-eval", "import", "h"], ["the following arguments are required: RATINGS"]),
+        (["human-eval", "rate"], ["human-eval: argument action: invalid choice: 'rate'"]),
+    ],
+)
+def test_plot_report_compare_human_eval_arguments_give_one_line(toy_run, tmp_path, args, fragments):
+    """Item 4: argument errors of plot/report/compare/human-eval are one qdaif line, never argparse's usage block."""
+    proc = run_cli(*(a.format(run=toy_run) for a in args), cwd=tmp_path)
+    assert_one_line_error(proc, *fragments)
+    assert not (tmp_path / "c").exists() and not (tmp_path / "h").exists()
+
+
+def test_report_out_an_existing_folder_writes_report_html_in_it(toy_run, tmp_path):
+    """Item 4: report --out FOLDER: the report goes in it, no temp file is left beside it."""
+    (tmp_path / "out").mkdir()
+    proc = run_cli("report", str(toy_run), "--out", "out", cwd=tmp_path, check=True)
+    assert "out/report.html" in proc.stdout
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["report.html"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["batch_size=0,2"], ["batch_size must be >= 1, got 0"]),
+        (["domain=opinions,nope"], ["unknown domain 'nope'"]),
+        (["seed=0,1", "iteratons=3"], ["unknown config key 'iteratons'"]),
+        (["seed=[0,1"], ["seed=[0,1"]),
+    ],
+)
+def test_sweep_config_errors_give_one_line(tmp_path, args, fragments):
+    """Item 4: -m sweeps are validated job by job before Hydra starts, in one line like single runs."""
+    proc = run_cli("run", "-m", *FAKE, "iterations=1", *args, cwd=tmp_path)
+    assert_one_line_error(proc, *fragments)
+    assert not (tmp_path / "runs").exists()

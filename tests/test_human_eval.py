@@ -1,6 +1,7 @@
 """Human evaluation: a blinded export, and ratings that come back through CSV and Label Studio files."""
 
 import csv
+import io
 import json
 import re
 from collections import defaultdict
@@ -107,23 +108,30 @@ def synthetic_ratings(key, raters, seed=0):
     return out
 
 
-def write_csv(path, answers, *, extra=()):
+def texts_of(key):
+    return {it["item"]: it["text"] for it in key["items"]}
+
+
+def write_csv(path, answers, key, *, extra=()):
+    """A filled-in items.csv: the text column as the rater saw it (from the key)."""
+    texts = texts_of(key)
     with open(path, "w", encoding="utf-8", newline="") as f:
         w = csv.writer(f)
         w.writerow(["item", "text", "quality", "sentiment"])
         for item, (q, label) in answers.items():
-            w.writerow([item, "whatever the rater saw", q, label.upper() if item.endswith("3") else label])
+            w.writerow([item, texts[item], q, label.upper() if item.endswith("3") else label])
         for row in extra:
             w.writerow(row)
     return path
 
 
-def write_label_studio(path, answers, user_id=7):
+def write_label_studio(path, answers, key, user_id=7):
     tasks = []
+    texts = texts_of(key)
     for n, (item, (q, label)) in enumerate(answers.items()):
         result = [{"from_name": "quality", "to_name": "text", "type": "rating", "value": {"rating": q}},
                   {"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": [label]}}]
-        tasks.append({"id": 100 + n, "data": {"item": item, "text": "..."},
+        tasks.append({"id": 100 + n, "data": {"item": item, "text": texts[item]},
                       "annotations": [{"id": n, "completed_by": user_id, "was_cancelled": False, "result": result}]})
     path.write_text(json.dumps(tasks))
     return path
@@ -176,7 +184,7 @@ def fleiss_by_hand(table):
 def test_ratings_round_trip_two_raters_csv(export, tmp_path):
     out, key = export
     ratings = synthetic_ratings(key, ["ann", "bob"])
-    files = [write_csv(tmp_path / f"{r}.csv", answers) for r, answers in ratings.items()]
+    files = [write_csv(tmp_path / f"{r}.csv", answers, key) for r, answers in ratings.items()]
     result = import_ratings(out, files)
     assert result.raters == ["ann", "bob"] and result.warnings == []
     expected = expected_scores(key, ratings)
@@ -206,11 +214,11 @@ def test_ratings_round_trip_two_raters_csv(export, tmp_path):
 def test_ratings_round_trip_three_raters_csv_and_label_studio(export, tmp_path):
     out, key = export
     ratings = synthetic_ratings(key, ["ann", "bob", "cat"], seed=3)
-    files = [write_csv(tmp_path / "ann.csv", ratings["ann"]), write_csv(tmp_path / "bob.csv", ratings["bob"]),
-             write_label_studio(tmp_path / "export.json", ratings["cat"])]
+    files = [write_csv(tmp_path / "ann.csv", ratings["ann"], key), write_csv(tmp_path / "bob.csv", ratings["bob"], key),
+             write_label_studio(tmp_path / "export.json", ratings["cat"], key)]
     result = import_ratings(out, files, write=False)
-    assert result.raters == ["ann", "bob", "export:user7"]
-    ratings["export:user7"] = ratings.pop("cat")
+    assert result.raters == ["ann", "bob", "user7"]
+    ratings["user7"] = ratings.pop("cat")
     expected = expected_scores(key, ratings)
     for row in result.methods:
         assert (row["human_qd"], row["mean_quality"], row["agreement_sentiment"]) == pytest.approx(expected[row["method"]])
@@ -218,7 +226,7 @@ def test_ratings_round_trip_three_raters_csv_and_label_studio(export, tmp_path):
     inter = {r["rating"]: r for r in result.inter_rater}
     assert inter["quality"]["statistic"] == "Fleiss' kappa"
     for name, k in (("quality", 0), ("sentiment", 1)):
-        table = [[ratings[r][i][k] for r in ("ann", "bob", "export:user7")] for i in order]
+        table = [[ratings[r][i][k] for r in ("ann", "bob", "user7")] for i in order]
         assert inter[name]["value"] == pytest.approx(fleiss_by_hand(table))
 
 
@@ -228,7 +236,7 @@ def test_human_labels_decide_the_cells(export, tmp_path):
     # one rater calls every alpha text positive and rates it 5: one human cell of value 1
     answers = {it["item"]: (5, "positive") for it in items}
     with pytest.warns(RatingsWarning, match="gave no quality rating"):  # the beta items
-        result = import_ratings(out, [write_csv(tmp_path / "ann.csv", answers)], write=False)
+        result = import_ratings(out, [write_csv(tmp_path / "ann.csv", answers, key)], write=False)
     alpha = next(r for r in result.methods if r["method"] == "alpha_method")
     assert alpha["human_qd"] == pytest.approx(1.0) and alpha["cells_found"] == 1
     assert any("gave no quality rating" in w for w in result.warnings)
@@ -248,12 +256,13 @@ def test_malformed_ratings_name_their_rows(export, tmp_path):
     out, key = export
     ids = [it["item"] for it in key["items"]]
     answers = {i: (3, "positive") for i in ids}
-    bad = write_csv(tmp_path / "ann.csv", answers, extra=[
+    texts = texts_of(key)
+    bad = write_csv(tmp_path / "ann.csv", answers, key, extra=[
         ["item-9999", "", "3", "positive"],  # unknown item
-        [ids[0], "", "7", "positive"],  # out of range
-        [ids[1], "", "3.5", "positive"],  # not whole
-        [ids[2], "", "4", "maybe"],  # not a label
-        [ids[3], "", "2", "negative"],  # duplicate of an earlier row
+        [ids[0], texts[ids[0]], "7", "positive"],  # out of range
+        [ids[1], texts[ids[1]], "3.5", "positive"],  # not whole
+        [ids[2], texts[ids[2]], "4", "maybe"],  # not a label
+        [ids[3], texts[ids[3]], "2", "negative"],  # duplicate of an earlier row
         ["", "", "4", ""],  # rating without an item
     ])
     n = len(ids) + 2  # first extra row
@@ -276,10 +285,11 @@ def test_missing_and_blank_ratings_warn_by_name(export, tmp_path):
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["item", "text", "quality", "sentiment"])
-        w.writerow([ids[0], "", "4", "positive"])
-        w.writerow([ids[1], "", "", "negative"])  # label without a quality
+        texts = texts_of(key)
+        w.writerow([ids[0], texts[ids[0]], "4", "positive"])
+        w.writerow([ids[1], texts[ids[1]], "", "negative"])  # label without a quality
         w.writerow([ids[2], "", "", ""])  # left blank
-        w.writerow([ids[3], "", "2", ""])  # quality without a label: the AI's label places it
+        w.writerow([ids[3], texts[ids[3]], "2", ""])  # quality without a label: the AI's label places it
     with pytest.warns(RatingsWarning) as record:
         result = import_ratings(out, [path])
     text = " | ".join(str(r.message) for r in record)
@@ -292,7 +302,7 @@ def test_missing_and_blank_ratings_warn_by_name(export, tmp_path):
 def test_label_studio_problems(export, tmp_path):
     out, key = export
     item = key["items"][0]["item"]
-    tasks = [{"data": {"item": item}, "annotations": [
+    tasks = [{"data": {"item": item, "text": key["items"][0]["text"]}, "annotations": [
         {"completed_by": {"id": 3, "email": "ann@example.org"}, "result": [
             {"from_name": "quality", "type": "rating", "value": {"rating": 4}},
             {"from_name": "sentiment", "type": "choices", "value": {"choices": ["positive", "negative"]}}]},
@@ -337,10 +347,133 @@ def test_cli_export_and_import(runs, tmp_path, capsys):
     key = json.loads((out / KEY).read_text())
     ratings = synthetic_ratings(key, ["ann"])
     answers = dict(list(ratings["ann"].items())[:-1])  # one item left out
-    cli.main(["human-eval", "import", str(out), str(write_csv(tmp_path / "ann.csv", answers))])
+    cli.main(["human-eval", "import", str(out), str(write_csv(tmp_path / "ann.csv", answers, key))])
     captured = capsys.readouterr()
     assert "| alpha_method |" in captured.out and "| beta_method |" in captured.out
     assert captured.err.startswith("qdaif: warning: rater ann gave no quality rating for 1 of")
     with pytest.raises(SystemExit):
         cli.main(["human-eval", "import", str(tmp_path), str(tmp_path / "ann.csv")])
     assert "has no key.json" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- issue 13
+def test_import_refuses_ratings_of_another_export(runs, tmp_path):
+    """Item 5: ratings made on another export of the same runs (same ids, other texts) are refused."""
+    a, b = runs
+    key_a = export_items([a, b], out=tmp_path / "set_a", per_cell=2, seed=1)
+    key_b = export_items([a, b], out=tmp_path / "set_b", per_cell=2, seed=2)  # same texts, other item ids
+    assert texts_of(key_a) != texts_of(key_b) and set(texts_of(key_a)) == set(texts_of(key_b))
+    answers = {it["item"]: (3, "positive") for it in key_b["items"]}
+    rated_on_b = write_csv(tmp_path / "ann.csv", answers, key_b)
+    with pytest.raises(RatingsError, match=r"not this export's text of the item .*ann.csv: \d+ of \d+ rated items"):
+        import_ratings(tmp_path / "set_a", [rated_on_b])
+    assert not (tmp_path / "set_a" / RESULTS_MD).exists()
+    import_ratings(tmp_path / "set_b", [rated_on_b], write=False)  # the export they were made on
+    ls = write_label_studio(tmp_path / "ls.json", answers, key_b)
+    with pytest.raises(RatingsError, match=r"ls.json: \d+ of \d+ rated items"):
+        import_ratings(tmp_path / "set_a", [ls])
+    from tests.helpers import run_cli
+    from tests.test_cli import assert_one_line_error
+
+    assert_one_line_error(run_cli("human-eval", "import", str(tmp_path / "set_a"), str(rated_on_b), cwd=tmp_path),
+                          "ratings made on another export?")
+
+
+LS_TIME = "2026-11-30T10:{:02d}:{:02d}.{:06d}Z"
+
+
+def label_studio_exports(key, ratings):
+    """The three exports Label Studio 1.23 writes for a project with qdaif's config and tasks.
+
+    ``ratings`` is {user id: {item: (quality, label)}}. Built by hand in Label Studio's
+    shapes: the full JSON (tasks with their annotations; ``completed_by`` a user id),
+    JSON-MIN (one flat row per annotation, a Rating as ``[{"rating": N}]``, a single
+    choice as its label, ``annotator`` the user id) and CSV (JSON-MIN's columns sorted,
+    non-numbers quoted, a Rating as compact JSON text, ``annotator`` the id as text).
+    """
+    texts = texts_of(key)
+    full, json_min, rows, next_id = [], [], [], 1
+    for t, it in enumerate(key["items"], 1):
+        item = it["item"]
+        annotations = []
+        for user, answers in ratings.items():
+            if item not in answers:
+                continue
+            q, label = answers[item]
+            created = LS_TIME.format(user, t % 60, 1000 * t + user)
+            annotations.append({
+                "id": next_id, "completed_by": user,
+                "result": [
+                    {"value": {"rating": q}, "id": f"r{next_id}q", "from_name": "quality", "to_name": "text",
+                     "type": "rating", "origin": "manual"},
+                    {"value": {"choices": [label]}, "id": f"r{next_id}s", "from_name": "sentiment", "to_name": "text",
+                     "type": "choices", "origin": "manual"}],
+                "was_cancelled": False, "ground_truth": False, "created_at": created, "updated_at": created,
+                "draft_created_at": None, "lead_time": 4.2, "prediction": {}, "result_count": 2,
+                "unique_id": f"00000000-0000-4000-8000-{next_id:012d}", "import_id": None, "last_action": None,
+                "bulk_created": False, "task": t, "project": 1, "updated_by": user, "parent_prediction": None,
+                "parent_annotation": None, "last_created_by": None})
+            next_id += 1
+        full.append({"id": t, "annotations": annotations, "file_upload": "0a1b2c3d-label_studio_tasks.json",
+                     "drafts": [], "predictions": [], "data": {"item": item, "text": texts[item]}, "meta": {},
+                     "created_at": LS_TIME.format(0, 0, t), "updated_at": LS_TIME.format(0, 0, t), "inner_id": t,
+                     "total_annotations": len(annotations), "cancelled_annotations": 0, "total_predictions": 0,
+                     "comment_count": 0, "unresolved_comment_count": 0, "last_comment_updated_at": None,
+                     "project": 1, "updated_by": None, "comment_authors": []})
+        for ann in sorted(annotations, key=lambda x: x["created_at"], reverse=True):
+            q, label = ann["result"][0]["value"]["rating"], ann["result"][1]["value"]["choices"][0]
+            json_min.append({"item": item, "text": texts[item], "id": t, "quality": [{"rating": q}], "sentiment": label,
+                             "annotator": ann["completed_by"], "annotation_id": ann["id"],
+                             "created_at": ann["created_at"], "updated_at": ann["updated_at"], "lead_time": 4.2})
+            rows.append({**json_min[-1], "quality": json.dumps([{"rating": q}], separators=(",", ":")),
+                         "annotator": str(ann["completed_by"])})
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=sorted(rows[0]), quoting=csv.QUOTE_NONNUMERIC)
+    w.writeheader()
+    w.writerows(rows)
+    return (json.dumps(full, indent=2, ensure_ascii=False), json.dumps(json_min, indent=2, ensure_ascii=False),
+            buf.getvalue())
+
+
+def test_label_studio_json_json_min_and_csv_exports_import_alike(export, tmp_path):
+    """Item 6: all three Label Studio export formats, raters from the annotator ids."""
+    out, key = export
+    ratings = synthetic_ratings(key, ["a", "b"], seed=5)
+    by_user = {1: ratings["a"], 2: ratings["b"]}
+    full, json_min, table = label_studio_exports(key, by_user)
+    assert '"quality": [\n      {\n        "rating": ' in json_min  # Label Studio's JSON-MIN shape of a Rating
+    assert table.splitlines()[0] == ('"annotation_id","annotator","created_at","id","item","lead_time","quality",'
+                                     '"sentiment","text","updated_at"')
+    order = [it["item"] for it in key["items"]]
+    expected_kappa = cohen([ratings["a"][i][0] for i in order], [ratings["b"][i][0] for i in order])
+    expected = expected_scores(key, {"user1": ratings["a"], "user2": ratings["b"]})
+    for name, content in (("full.json", full), ("min.json", json_min), ("export.csv", table)):
+        path = tmp_path / name
+        path.write_text(content, encoding="utf-8")
+        result = import_ratings(out, [path], write=False)
+        assert result.raters == ["user1", "user2"], name
+        assert result.warnings == [], name
+        inter = {r["rating"]: r for r in result.inter_rater}
+        assert inter["quality"]["statistic"] == "Cohen's kappa"
+        assert inter["quality"]["value"] == pytest.approx(expected_kappa), name
+        for row in result.methods:
+            assert (row["human_qd"], row["mean_quality"], row["agreement_sentiment"]) == pytest.approx(
+                expected[row["method"]]), name
+
+
+def test_label_studio_same_annotations_in_two_files_warn_and_count_once(export, tmp_path):
+    """Item 6: the same annotations exported twice are two raters, not four."""
+    out, key = export
+    ratings = synthetic_ratings(key, ["a", "b"], seed=6)
+    full, json_min, table = label_studio_exports(key, {1: ratings["a"], 2: ratings["b"]})
+    (tmp_path / "full.json").write_text(full)
+    (tmp_path / "again.csv").write_text(table)
+    with pytest.warns(RatingsWarning, match=r"annotation\(s\) of full.json appear again in again.csv"):
+        result = import_ratings(out, [tmp_path / "full.json", tmp_path / "again.csv"], write=False)
+    assert result.raters == ["user1", "user2"]
+    inter = {r["rating"]: r for r in result.inter_rater}
+    assert inter["quality"]["statistic"] == "Cohen's kappa"
+    order = [it["item"] for it in key["items"]]
+    assert inter["quality"]["value"] == pytest.approx(
+        cohen([ratings["a"][i][0] for i in order], [ratings["b"][i][0] for i in order]))
+    assert sum(r["ratings"] for r in result.methods) == 2 * len(order)

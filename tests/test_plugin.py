@@ -58,7 +58,7 @@ NODE = {
 
 
 def test_plugin_domain_runs_and_records_its_fields(tmp_path):
-    domain = domain_from_config(NODE)
+    domain = domain_from_config(NODE, allow_code=True)
     lm = ScriptedFakeLM()
     algorithm = QDAIF(domain=domain, init_evaluations=6, min_init_cells=1)
     search = Search(domain=domain, lm=lm, judge_lm=lm, run_dir=RunDir(tmp_path), state=SearchState.new(domain, 0, algorithm),
@@ -87,7 +87,7 @@ def test_plugin_domain_runs_and_records_its_fields(tmp_path):
 def test_plugin_domain_errors_name_the_field(change, message):
     node = {**NODE, **change}
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("{", r"\{")):
-        domain_from_config(node)
+        domain_from_config(node, allow_code=True)
 
 
 class ShortLinePlugin(Plugin):
@@ -102,7 +102,7 @@ def test_proposals_with_their_own_generation_settings_share_one_call_per_setting
     import sys
 
     monkeypatch.setattr(sys.modules[__name__], "Plugin", ShortLinePlugin)
-    domain = domain_from_config(NODE)
+    domain = domain_from_config(NODE, allow_code=True)
     lm = ScriptedFakeLM(max_words=8)
     algorithm = QDAIF(domain=domain, init_evaluations=6, min_init_cells=1)
     search = Search(domain=domain, lm=lm, judge_lm=lm, run_dir=RunDir(tmp_path), state=SearchState.new(domain, 0, algorithm),

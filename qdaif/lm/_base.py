@@ -9,7 +9,32 @@ from typing import Any
 
 from qdaif.errors import ConfigError
 
-__all__ = ["LM", "ScoreRequest", "register_backend", "make_lm", "backend_names"]
+__all__ = ["LM", "ScoreRequest", "PromptTooLongError", "register_backend", "make_lm", "backend_names"]
+
+
+class PromptTooLongError(ConfigError):
+    """A prompt (with the tokens to generate or score) does not fit the model's context window."""
+
+
+def check_fits(lengths: Sequence[int], prompts: Sequence[str], *, extra: int, context: int | None, what: str) -> None:
+    """Raises :class:`PromptTooLongError` for the first prompt whose ``length + extra`` exceeds ``context``.
+
+    Args:
+        lengths: Token count of each prompt.
+        prompts: The prompts (their start is shown in the message).
+        extra: Tokens added to each prompt (new tokens, or the longest label).
+        context: The model's context window in tokens; ``None`` checks nothing.
+        what: What ``extra`` is, for the message (e.g. ``"max_tokens=50"``).
+    """
+    if context is None:
+        return
+    for n, prompt in zip(lengths, prompts):
+        if n + extra > context:
+            start = " ".join(prompt[:50].split())
+            raise PromptTooLongError(
+                f"a prompt of {n} tokens (+ {what}) does not fit the model's context of {context} tokens, "
+                f"so it was not sent (it starts {start!r}); shorten the domain's seeds, shots or lmx.num_examples, "
+                "or use a model with a longer context")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +114,18 @@ class LM(abc.ABC):
     def describe(self) -> dict[str, Any]:
         """Returns what a run records about this model (name, versions, settings)."""
         return {"backend": self.backend}
+
+    def check_prompts(self, prompts: Sequence[str], *, max_tokens: int) -> None:
+        """Checks, before anything is sent, that each prompt plus ``max_tokens`` fits the context.
+
+        Backends that know their model's context window (in-process models) override
+        it, and ``generate`` and ``score`` check their own requests too; a backend that
+        does not (a server) checks nothing here, and the server refuses over-long
+        prompts with its own one-line message.
+
+        Raises:
+            PromptTooLongError: A prompt does not fit.
+        """
 
 
 _BACKENDS: dict[str, Callable[..., LM]] = {}

@@ -72,6 +72,9 @@ class CachingLM(LM):
         )
         self.stats: collections.Counter[str] = collections.Counter()
 
+    def check_prompts(self, prompts: Sequence[str], *, max_tokens: int) -> None:
+        self.lm.check_prompts(prompts, max_tokens=max_tokens)
+
     # ------------------------------------------------------------ reporting
     @property
     def hits(self) -> int:

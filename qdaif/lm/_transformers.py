@@ -11,7 +11,7 @@ from typing import Any
 
 from qdaif.errors import ConfigError, ModelNotFoundError
 from qdaif.lm._attention import GQA_ATTENTION, cpu_attention, register_gqa_attention
-from qdaif.lm._base import LM, ScoreRequest, register_backend
+from qdaif.lm._base import LM, ScoreRequest, check_fits, register_backend
 from qdaif.lm._malloc import keep_freed_memory
 from qdaif.lm._text import cut_at_stop
 
@@ -137,6 +137,11 @@ class TransformersLM(LM):
         eos = self.model.generation_config.eos_token_id
         eos = [eos] if isinstance(eos, int) else list(eos or [])
         self._eos_ids = tuple(sorted({*eos, *([self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else [])}))
+        self.context_length = _context_length(self.model.config, self.tokenizer)
+
+    def check_prompts(self, prompts: Sequence[str], *, max_tokens: int) -> None:
+        check_fits([len(self._encode(p)) for p in prompts], prompts, extra=max_tokens, context=self.context_length,
+                   what=f"max_tokens={max_tokens}")
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.backend, **self._source, "dtype": self._dtype, "device": self.device,
@@ -156,6 +161,7 @@ class TransformersLM(LM):
         torch = self._torch
         if not prompts:
             return []
+        self.check_prompts(prompts, max_tokens=max_tokens)
         if seed is not None:
             torch.manual_seed(seed)
         sample = temperature > 0
@@ -251,6 +257,9 @@ class TransformersLM(LM):
             # e.g. "\n\n" + "Text" differs from "\n\nText"); the shared part is the
             # longest common run of prompt tokens, leaving each row at least one token.
             prompts = [self._encode(requests[i].prompt) for i in idx]
+            longest = max((len(self._encode(c)) for i in idx for c in requests[i].continuations), default=0)
+            check_fits([len(p) for p in prompts], [requests[i].prompt for i in idx], extra=longest,
+                       context=self.context_length, what=f"a label of {longest} tokens")
             head = self._shared_head(prefix, prompts)
             shared = len(head)
             # Rows: token ids after the shared part, and (position, token) pairs whose
@@ -362,6 +371,16 @@ class TransformersLM(LM):
             for t, v in zip(wanted, lp.tolist()):
                 values[t] = v
         return values
+
+
+def _context_length(config: Any, tokenizer: Any) -> int | None:
+    """The model's context window in tokens: its position embeddings, else the tokenizer's limit."""
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    value = getattr(tokenizer, "model_max_length", None)
+    return value if isinstance(value, int) and 0 < value < 10**7 else None  # transformers' "no limit" is ~1e30
 
 
 def _sample(logits, temperature: float, top_p: float, generator):

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from qdaif.errors import ConfigError
-from qdaif.lm._base import LM, ScoreRequest, register_backend
+from qdaif.lm._base import LM, ScoreRequest, check_fits, register_backend
 from qdaif.lm._openai import plain, row_seed
 from qdaif.lm._text import cut_at_stop
 
@@ -235,6 +235,14 @@ class VLLMLM(LM):
             kwargs.pop("max_model_len")
         self.llm = vllm.LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
+        try:
+            self.context_length: int | None = int(self.llm.llm_engine.model_config.max_model_len)
+        except (AttributeError, TypeError, ValueError):
+            self.context_length = None
+
+    def check_prompts(self, prompts: Sequence[str], *, max_tokens: int) -> None:
+        check_fits([len(self._encode(p)) for p in prompts], prompts, extra=max_tokens, context=self.context_length,
+                   what=f"max_tokens={max_tokens}")
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.backend, **self._source, **self.settings, "vllm": str(self._vllm.__version__)}
@@ -260,6 +268,8 @@ class VLLMLM(LM):
             len(prompts), max_tokens=max_tokens, temperature=temperature, top_p=top_p, stop=stop, seed=seed)]
         # Token ids, not text: vLLM would add the BOS token the other backends leave out.
         inputs = [{"prompt_token_ids": self._encode(p)} for p in prompts]
+        check_fits([len(x["prompt_token_ids"]) for x in inputs], prompts, extra=max_tokens, context=self.context_length,
+                   what=f"max_tokens={max_tokens}")
         outputs = self.llm.generate(inputs, params, use_tqdm=False)
         return generation_texts(outputs, stop)
 

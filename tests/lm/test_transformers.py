@@ -175,3 +175,24 @@ def test_prefix_head_does_not_depend_on_the_candidates(embedded_lm):
     head = embedded_lm._shared_head(SHOTS, ids)
     assert len(head) <= len(embedded_lm._encode(SHOTS)) and all(p[: len(head)] == list(head) for p in ids)
     assert head == embedded_lm._shared_head(SHOTS, ids[:1])
+
+
+def test_prompt_longer_than_the_context_is_refused_before_it_is_sent(embedded_lm, monkeypatch):
+    """Issue 13 item 4: a 40 KB seed (more tokens than SmolLM2's 8192) is refused in one line, never decoded."""
+    from qdaif.lm import ScoreRequest
+    from qdaif.lm._base import PromptTooLongError
+
+    assert embedded_lm.context_length == 8192
+    calls = []
+    monkeypatch.setattr(embedded_lm.model, "forward", lambda *a, **k: calls.append(1))  # nothing may reach the model
+    long = "word " * 8200  # 41 000 characters
+    with pytest.raises(PromptTooLongError, match=r"a prompt of \d+ tokens \(\+ max_tokens=5\) does not fit the model's "
+                                                   r"context of 8192 tokens, so it was not sent") as e:
+        embedded_lm.generate(["A dessert: " + long], max_tokens=5)
+    assert "\n" not in str(e.value)
+    with pytest.raises(PromptTooLongError, match="context of 8192 tokens"):
+        embedded_lm.score([ScoreRequest("Text: ", long, (" yes", " no"))])
+    with pytest.raises(PromptTooLongError):
+        embedded_lm.check_prompts(["x " * 8190], max_tokens=10)  # fits alone, not with the new tokens
+    embedded_lm.check_prompts(["x " * 100], max_tokens=10)
+    assert calls == []
