@@ -248,10 +248,6 @@ def _execute(search, cfg: Any, run_path: Path) -> None:
         print(f"qdaif: {e}; resume with: python -m qdaif run resume={run_path}", file=sys.stderr)
         sys.exit(130)
     except QDAIFError as e:
-        from qdaif.run_dir import CHECKPOINT
-
-        if not search.run_dir.file(CHECKPOINT).is_file():
-            _fail(str(e))  # it failed before the first checkpoint: nothing to resume
         # e.g. an inference server that keeps failing, a full disk: the last finished iteration is on disk.
         _fail(f"{e}; the run is saved after iteration {search.state.iteration}: "
               f"resume with: python -m qdaif run resume={run_path}")
@@ -370,7 +366,10 @@ def resume_run(path: str | Path, overrides: Sequence[str] = ()) -> None:
     domain = domain_from_config(cfg.domain)
     algorithm = make_algorithm(cfg.algorithm, domain=domain, init_evaluations=int(cfg.init_evaluations),
                                min_init_cells=int(cfg.min_init_cells))
-    state = SearchState.from_checkpoint(run_dir.load_checkpoint(), domain=domain, algorithm=algorithm)
+    if run_dir.has_checkpoint():
+        state = SearchState.from_checkpoint(run_dir.load_checkpoint(), domain=domain, algorithm=algorithm)
+    else:  # stopped before its first checkpoint (RunDir.existing checked that nothing was recorded)
+        state = SearchState.new(domain, int(cfg.seed), algorithm)
     if int(cfg.iterations) < state.iteration:
         raise ConfigError(f"the run already has {state.iteration} iterations; pass iterations >= {state.iteration}")
     domain, lm, judge_lm = _build(cfg)

@@ -205,6 +205,8 @@ class RunDir:
         if (p / LEGACY_CHECKPOINT).is_file() and not (p / CHECKPOINT).is_file():
             raise RunDirError(_legacy_message(p))
         missing = [f for f in (CONFIG, CHECKPOINT) if not (p / f).is_file()]
+        if missing == [CHECKPOINT] and not any((p / n).is_file() and (p / n).stat().st_size for n in _APPENDED):
+            missing = []  # stopped before its first checkpoint: resume starts it from iteration 0
         if missing:
             raise RunDirError(
                 f"{str(p)!r} is not a resumable qdaif run (missing {', '.join(missing)}); "
@@ -214,6 +216,10 @@ class RunDir:
 
     def file(self, name: str) -> Path:
         return self.path / name
+
+    def has_checkpoint(self) -> bool:
+        """Whether a checkpoint (of this release) has been written."""
+        return self.file(CHECKPOINT).is_file()
 
     def holds_run(self) -> bool:
         """Whether the directory already holds (part of) a run."""
