@@ -422,19 +422,29 @@ def _claim_single_run_dir(overrides: list[str]) -> str:
         ConfigError: Bad overrides.
         RunDirError: The directory is in use or already holds a run.
     """
+    path = run_dir_of(overrides)
+    _claim_new_run_dir(path)
+    return path
+
+
+def run_dir_of(overrides: Sequence[str]) -> str:
+    """The directory a single run with these overrides writes to (``hydra.run.dir``, resolved now).
+
+    Raises:
+        ConfigError: Bad overrides.
+    """
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    _register_resolvers()
     try:
         with initialize_config_dir(config_dir=str(configs_dir()), version_base="1.3", job_name="qdaif"):
             cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
-        path = str(OmegaConf.select(cfg, "hydra.run.dir"))
+        return str(OmegaConf.select(cfg, "hydra.run.dir"))
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(_explain_composition_error(e, overrides)) from None
-    _claim_new_run_dir(path)
-    return path
 
 
 def _run_command(args: list[str]) -> None:

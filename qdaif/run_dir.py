@@ -271,9 +271,11 @@ class RunDir:
             The names removed.
         """
         current = self._read_checkpoint_json().get("arrays") if self.file(CHECKPOINT).is_file() else None
+        # Arrays files are only orphans next to a checkpoint that names an existing one.
+        sure = isinstance(current, str) and bool(_ARRAYS.match(current)) and self.file(current).is_file()
         removed = []
         for p in self.path.iterdir():
-            if _TEMP.match(p.name) or (_ARRAYS.match(p.name) and p.name != current):
+            if _TEMP.match(p.name) or (sure and _ARRAYS.match(p.name) and p.name != current):
                 try:
                     p.unlink()
                     removed.append(p.name)
