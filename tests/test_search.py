@@ -117,3 +117,40 @@ def test_same_seed_same_run_other_seed_other_run(opinions_domain, tmp_path):
         make_search(opinions_domain, tmp_path / name, seed=seed).run(6, progress=False)
     a, b, c = ((tmp_path / n / HISTORY).read_text() for n in "abc")
     assert a == b and a != c
+
+
+REWRITES_SUBSET = ["domain.settings.limit=null",
+                   "domain.settings.inputs=[sent-ood-01,topi-ood-02,toxi-ood-03,sent-id-01]",
+                   "domain.measures.0.categories=[sent-ood-01,topi-ood-02,toxi-ood-03,sent-id-01]"]
+
+
+@pytest.mark.parametrize(("domain_name", "algorithm", "extra"), [
+    ("opinions", "lmx_replace", []), ("opinions", "quality_only", []), ("opinions", "novelty", []),
+    ("opinions", "random_search", []), ("multitask", "qdaif", []), ("rewrites", "qdaif", REWRITES_SUBSET),
+    ("poetry", "qdaif", []),
+])
+def test_checkpoint_is_data_and_resume_is_exact_for_algorithms_and_plugin_domains(tmp_path, domain_name, algorithm,
+                                                                                   extra):
+    from qdaif.algorithms import make_algorithm
+    from qdaif.cli import compose_config
+    from qdaif.domain import domain_from_config
+
+    cfg = compose_config(["model=scripted_fake", f"domain={domain_name}", f"algorithm={algorithm}", *extra])
+    domain = domain_from_config(cfg.domain)
+
+    def search(path, resume=False):
+        lm = ScriptedFakeLM()
+        algo = make_algorithm(cfg.algorithm, domain=domain, init_evaluations=8, min_init_cells=3)
+        run_dir = RunDir(path)
+        state = (SearchState.from_checkpoint(run_dir.load_checkpoint(), domain=domain, algorithm=algo) if resume
+                 else SearchState.new(domain, 0, algo))
+        return Search(domain=domain, lm=lm, judge_lm=lm, run_dir=run_dir, state=state, batch_size=6, seed=0)
+
+    search(tmp_path / "full").run(8, progress=False)
+    search(tmp_path / "part").run(3, progress=False)
+    assert not list((tmp_path / "part").glob("*.pkl"))
+    search(tmp_path / "part", resume=True).run(8, progress=False)
+    for name in (ELITES, HISTORY):
+        assert (tmp_path / "full" / name).read_text() == (tmp_path / "part" / name).read_text()
+    strip = lambda rows: [{k: v for k, v in r.items() if "seconds" not in k} for r in rows]  # noqa: E731
+    assert strip(read(tmp_path / "full", METRICS)) == strip(read(tmp_path / "part", METRICS))
