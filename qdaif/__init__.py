@@ -1,3 +1,3 @@
 """qdaif: Quality-Diversity through AI Feedback, an open-ended search engine for text."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -4,7 +4,9 @@ Every algorithm proposes a batch of prompts per iteration and may keep its own s
 (a prompt pool, a novelty archive, an embedding archive). Whatever it does, every
 candidate is judged by the domain's judge and offered to the run's evaluation archive,
 so QD score and coverage compare across algorithms at equal numbers of evaluations.
-An algorithm object is pickled in the run's checkpoint with its state.
+An algorithm's own state (its ``state_attrs``) is saved in the run's checkpoint as data
+(:meth:`Algorithm.state_dict`); on resume the algorithm is built again from the run's
+config and its state loaded back (:meth:`Algorithm.load_state_dict`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from qdaif.archive import EdgeGridArchive, make_archive
+from qdaif.archive import EdgeGridArchive, archive_state, make_archive, restore_archive
 from qdaif.domain import Domain
 from qdaif.errors import ConfigError
 from qdaif.operators import LMXNear, LMXRewrite, Proposal, SeededInit, seed_ref
@@ -92,7 +94,8 @@ class Algorithm(abc.ABC):
     """
 
     name = "abstract"
-    plugin: DomainPlugin | None = None  # class default: checkpoints written before plugins existed
+    #: Attributes that change during a run; everything else is rebuilt from the config.
+    state_attrs: tuple[str, ...] = ()
 
     def __init__(self, *, domain: Domain, init_evaluations: int = 50, min_init_cells: int = 3) -> None:
         self.domain = domain
@@ -122,6 +125,21 @@ class Algorithm(abc.ABC):
 
     def observe(self, batch: Batch) -> None:  # noqa: B027 - optional hook
         """Updates the algorithm's own state with an iteration's judged candidates."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """The algorithm's changing state as checkpoint data (JSON values, tuples, deques, arrays)."""
+        return {name: getattr(self, name) for name in self.state_attrs}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Puts back a state from :meth:`state_dict` into an algorithm built from the same config.
+
+        Raises:
+            ValueError: ``state`` holds other attributes than this algorithm's.
+        """
+        if set(state) != set(self.state_attrs):
+            raise ValueError(f"algorithm {self.name} keeps {sorted(self.state_attrs)}, the checkpoint has {sorted(state)}")
+        for name in self.state_attrs:
+            setattr(self, name, state[name])
 
 
 def _lmx_from_pool(lmx, pool: list[tuple[Any, str]], rng: np.random.Generator, n: int, op: str) -> list[Proposal]:
@@ -158,6 +176,8 @@ class LMXReplace(Algorithm):
     and current elites.
     """
 
+    state_attrs = ("texts", "examples")
+
     def __init__(self, **kw) -> None:
         super().__init__(**kw)
         self.texts: dict[Any, str] = {seed_ref(i): s for i, s in enumerate(self.domain.seeds)}
@@ -192,6 +212,8 @@ class LMXReplace(Algorithm):
 @register_algorithm("quality_only")
 class QualityOnly(Algorithm):
     """LMX from a pool of the ``pool_size`` best texts by quality, with no archive pressure."""
+
+    state_attrs = ("pool",)
 
     def __init__(self, *, pool_size: int = 100, **kw) -> None:
         super().__init__(**kw)
@@ -237,6 +259,8 @@ class RandomSearch(Algorithm):
     ``lmx_rewrite`` (poetry), else the pool.
     """
 
+    state_attrs = ("pool",)
+
     def __init__(self, *, mode: str = "auto", **kw) -> None:
         super().__init__(**kw)
         if mode not in ("auto", "pool", "zero_shot"):
@@ -279,6 +303,8 @@ class RougeFilter(Algorithm):
     pool is first-in-first-out with ``pool_size`` texts. Needs ``pip install qdaif[baselines]``.
     """
 
+    state_attrs = ("pool",)
+
     def __init__(self, *, threshold: float = 0.7, quality_threshold: float | None = None, pool_size: int = 100, **kw):
         super().__init__(**kw)
         try:
@@ -315,6 +341,8 @@ class NoveltySearch(Algorithm):
     few-shot pool (first-in-first-out, ``pool_size``).
     """
 
+    state_attrs = ("threshold", "coords", "pool", "accepts", "rejects")
+
     def __init__(self, *, k: int = 15, threshold: float = 0.05, quality_threshold: float | None = None,
                  pool_size: int = 100, **kw):
         super().__init__(**kw)
@@ -322,6 +350,15 @@ class NoveltySearch(Algorithm):
         self.coords: list[np.ndarray] = []
         self.pool: deque = deque(maxlen=pool_size)
         self.accepts = self.rejects = 0
+
+    def state_dict(self):
+        state = super().state_dict()
+        state["coords"] = np.asarray(self.coords, dtype=np.float64).reshape(-1, len(self.domain.measures))
+        return state
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self.coords = list(np.asarray(self.coords, dtype=np.float64))
 
     def _uniform(self, measures: np.ndarray) -> np.ndarray:
         cols = []
@@ -380,10 +417,14 @@ class QDEF(Algorithm):
         self.archive = make_archive([self.edges] * len(self.domain.measures), seed=0)
         self._embedder = None
 
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_embedder"] = None  # reloaded on demand after resume
-        return state
+    def state_dict(self):
+        return {"archive": archive_state(self.archive)}
+
+    def load_state_dict(self, state):
+        if set(state) != {"archive"}:
+            raise ValueError(f"algorithm qdef keeps its archive, the checkpoint has {sorted(state)}")
+        self.archive = make_archive([self.edges] * len(self.domain.measures), seed=0)
+        restore_archive(self.archive, state["archive"])
 
     def embed_measures(self, texts: list[str]) -> np.ndarray:
         """Projections of ``texts`` onto each measure's anchor axis, shape ``(n, measure_dim)``."""

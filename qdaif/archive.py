@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 from ribs.archives import GridArchive
 
-__all__ = ["EdgeGridArchive", "make_archive", "cells_of", "project_archive"]
+__all__ = ["EdgeGridArchive", "make_archive", "cells_of", "project_archive", "archive_state", "restore_archive"]
 
 
 class EdgeGridArchive(GridArchive):
@@ -86,3 +86,56 @@ def project_archive(archive: EdgeGridArchive, axes: Sequence[int]) -> EdgeGridAr
         out.add(solution=d["solution"], objective=d["objective"], measures=d["measures"][:, list(axes)],
                 id=d["id"], iteration=d["iteration"])
     return out
+
+
+def archive_state(archive: EdgeGridArchive) -> dict:
+    """The contents of an archive made by :func:`make_archive`, as checkpoint data.
+
+    Returns:
+        ``solution`` (a list of ``n`` texts), ``objective`` ``(n,)``, ``measures``
+        ``(n, measure_dim)``, ``id`` ``(n,)``, ``iteration`` ``(n,)`` in the archive's own
+        order, and ``objective_sum``, the running sum behind its QD score.
+
+    Raises:
+        TypeError: A solution is not a string.
+    """
+    d = archive.data()
+    texts = [s for s in d["solution"]]
+    if not all(isinstance(t, str) for t in texts):
+        raise TypeError("archive solutions must be texts to be checkpointed")
+    return {"solution": texts, "objective": d["objective"], "measures": d["measures"], "id": d["id"],
+            "iteration": d["iteration"], "objective_sum": float(getattr(archive, "_objective_sum", archive.stats.qd_score))}
+
+
+def restore_archive(archive: EdgeGridArchive, state: dict) -> None:
+    """Refills an empty archive from :func:`archive_state` so that it behaves exactly as the saved one.
+
+    Elites are added in runs of increasing cell index, which keeps pyribs' storage order
+    (and so every later draw over ``archive.data()``); the running objective sum is
+    restored so that QD scores continue bit for bit.
+
+    Raises:
+        ValueError: The state does not fit the archive (shapes, or an elite per cell).
+    """
+    texts = np.array(list(state["solution"]), dtype=object)
+    objective = np.asarray(state["objective"], dtype=np.float64)
+    measures = np.asarray(state["measures"], dtype=np.float64).reshape(len(texts), archive.measure_dim)
+    ids = np.asarray(state["id"], dtype=np.int64)
+    iterations = np.asarray(state["iteration"], dtype=np.int32)
+    if not len(objective) == len(ids) == len(iterations) == len(texts):
+        raise ValueError("archive fields of different lengths")
+    index = archive.index_of(measures) if len(texts) else np.zeros(0, dtype=np.int64)
+    if len(np.unique(index)) != len(index):
+        raise ValueError("two elites in one cell")
+    breaks = np.flatnonzero(np.diff(index) <= 0) + 1
+    for part in np.split(np.arange(len(index)), breaks):
+        if len(part):
+            archive.add(solution=texts[part], objective=objective[part], measures=measures[part], id=ids[part],
+                        iteration=iterations[part])
+    if len(archive) != len(texts):
+        raise ValueError("the saved elites do not fill distinct cells of this archive")
+    total = np.asarray(state["objective_sum"], dtype=archive.dtypes["objective"])
+    # pyribs keeps QD score as a running sum (0.12: _objective_sum); summing the elites
+    # again can differ in the last bit, so the saved sum is put back when possible.
+    if len(texts) and hasattr(archive, "_objective_sum") and hasattr(archive, "_stats_update"):
+        archive._stats_update(total, int(index[np.argmax(objective)]))

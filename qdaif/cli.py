@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -150,14 +151,20 @@ def apply_domain_file(cfg: Any) -> None:
         cfg.domain = literal_texts(raw)
 
 
+def safe_dir_name(name: Any) -> str:
+    """``name`` as one harmless folder name: no separators, no leading dots (``../x`` becomes ``x``)."""
+    text = re.sub(r"[^A-Za-z0-9._=+-]+", "_", str(name)).strip("._")
+    return text or "domain"
+
+
 def _domain_name_resolver(name: str, domain_file: Any = None) -> str:
     """``${qdaif_domain_name:...}``: the run directory's domain name, read from domain_file when set."""
     if domain_file in (None, "", "None", "null"):
-        return name
+        return safe_dir_name(name)
     try:
-        return str(load_domain_file(domain_file).get("name") or Path(str(domain_file)).stem)
+        return safe_dir_name(load_domain_file(domain_file).get("name") or Path(str(domain_file)).stem)
     except ConfigError:
-        return Path(str(domain_file)).stem
+        return safe_dir_name(Path(str(domain_file)).stem)
 
 
 def _register_resolvers() -> None:
@@ -165,6 +172,8 @@ def _register_resolvers() -> None:
 
     if not OmegaConf.has_resolver("qdaif_domain_name"):
         OmegaConf.register_new_resolver("qdaif_domain_name", _domain_name_resolver)
+    if not OmegaConf.has_resolver("qdaif_safe_name"):
+        OmegaConf.register_new_resolver("qdaif_safe_name", safe_dir_name)
 
 
 def allow_code(cfg: Any) -> bool:
@@ -260,7 +269,7 @@ def _execute(search, cfg: Any, run_path: Path) -> None:
         print(f"qdaif: {e}; resume with: python -m qdaif run resume={run_path}", file=sys.stderr)
         sys.exit(130)
     except QDAIFError as e:
-        # e.g. an inference server that keeps failing: the last finished iteration is on disk.
+        # e.g. an inference server that keeps failing, a full disk: the last finished iteration is on disk.
         _fail(f"{e}; the run is saved after iteration {search.state.iteration}: "
               f"resume with: python -m qdaif run resume={run_path}")
     s = search.state
@@ -272,8 +281,29 @@ def _execute(search, cfg: Any, run_path: Path) -> None:
     )
 
 
+def _claim_new_run_dir(run_path: str | Path):
+    """Locks ``run_path`` for this process and checks that it holds no run yet.
+
+    Raises:
+        RunDirError: Another process holds it, or it already holds a run.
+    """
+    from qdaif.errors import RunDirError
+    from qdaif.run_dir import RunDir
+
+    run_dir = RunDir(run_path)
+    run_dir.lock()
+    if run_dir.holds_run():
+        raise RunDirError(f"{run_dir.path} already holds a run; resume it with resume={run_dir.path} "
+                          "or choose another hydra.run.dir")
+    return run_dir
+
+
 def start_run(cfg: Any, run_path: str | Path) -> None:
-    """Starts a new run in ``run_path`` with a composed config."""
+    """Starts a new run in ``run_path`` with a composed config.
+
+    Raises:
+        RunDirError: ``run_path`` is in use by another process or already holds a run.
+    """
     from omegaconf import OmegaConf
 
     from qdaif.algorithms import make_algorithm
@@ -281,9 +311,7 @@ def start_run(cfg: Any, run_path: str | Path) -> None:
     from qdaif.search import Search, SearchState
 
     validate_run_config(cfg)
-    run_dir = RunDir(run_path)
-    if (run_dir.file("checkpoint.pkl")).exists():
-        raise ConfigError(f"{run_dir.path} already holds a run; resume it with resume={run_dir.path} or choose another hydra.run.dir")
+    run_dir = _claim_new_run_dir(run_path)
     domain, lm, judge_lm = _build(cfg)
     record = OmegaConf.to_container(cfg, resolve=True)
     record["model_info"] = lm.describe()
@@ -300,33 +328,70 @@ def start_run(cfg: Any, run_path: str | Path) -> None:
     _execute(search, cfg, run_dir.path)
 
 
+def _parse_resume_override(ov: str) -> tuple[str, Any]:
+    """``key=value`` of a resumed run, typed as on the command line (``5`` an int, ``false`` a bool).
+
+    Raises:
+        ConfigError: Not one of :data:`RESUMABLE_KEYS`, or a value of the wrong type.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    key, sep, _ = ov.partition("=")
+    if not sep or key not in RESUMABLE_KEYS:
+        raise ConfigError(
+            f"cannot change {key!r} when resuming: a resumed run keeps its own config "
+            f"(only {', '.join(sorted(RESUMABLE_KEYS))} may be given)"
+        )
+    try:
+        value = OverridesParser.create().parse_overrides([ov])[0].value()
+    except HydraException as e:
+        raise ConfigError(f"cannot parse {ov!r}: {' '.join(str(e).split())}") from None
+    text = ov.split("=", 1)[1]
+    if key in ("iterations", "plot_every") and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{key} must be an integer, got {text!r}")
+    if key == "progress" and not isinstance(value, bool):
+        raise ConfigError(f"progress must be true or false, got {text!r}")
+    if key == "cache" and value is not None and not isinstance(value, str):
+        value = text
+    return key, value
+
+
 def resume_run(path: str | Path, overrides: Sequence[str] = ()) -> None:
     """Continues the run in ``path`` with its own config; only :data:`RESUMABLE_KEYS` may change.
 
+    The run directory is locked first; temp files of an interrupted write are removed.
+
     Raises:
-        RunDirError: ``path`` is not a resumable run.
-        ConfigError: An override other than :data:`RESUMABLE_KEYS`.
+        RunDirError: ``path`` is not a resumable run, or another process writes it.
+        ConfigError: An override other than :data:`RESUMABLE_KEYS`, or of the wrong type.
     """
     from omegaconf import OmegaConf
 
-    from qdaif.run_dir import RunDir
-    from qdaif.search import Search
+    from qdaif.algorithms import make_algorithm
+    from qdaif.run_dir import ELITES, RunDir
+    from qdaif.search import Search, SearchState
 
     run_dir = RunDir.existing(path)
+    run_dir.lock()
+    run_dir.remove_orphans()
     record = run_dir.read_config()
     record["allow_code"] = False  # trust is the user's to give again, never read from a run directory
     for ov in overrides:
-        key, sep, value = ov.partition("=")
-        if not sep or key not in RESUMABLE_KEYS:
-            raise ConfigError(
-                f"cannot change {key!r} when resuming: a resumed run keeps its own config "
-                f"(only {', '.join(sorted(RESUMABLE_KEYS))} may be given)"
-            )
-        record[key] = OmegaConf.create({"v": value}).v if key != "iterations" else _parse_int(key, value)
+        key, value = _parse_resume_override(ov)
+        record[key] = value
     # The recorded domain is the one the run used, even if its domain_file changed since.
     cfg = OmegaConf.create({k: v for k, v in record.items() if k not in ("model_info", "judge_model_info", "versions")})
     validate_run_config(cfg)
-    state = run_dir.load_checkpoint()
+    from qdaif.domain import domain_from_config
+
+    domain = domain_from_config(cfg.domain)
+    algorithm = make_algorithm(cfg.algorithm, domain=domain, init_evaluations=int(cfg.init_evaluations),
+                               min_init_cells=int(cfg.min_init_cells))
+    if run_dir.has_checkpoint():
+        state = SearchState.from_checkpoint(run_dir.load_checkpoint(), domain=domain, algorithm=algorithm)
+    else:  # stopped before its first checkpoint (RunDir.existing checked that nothing was recorded)
+        state = SearchState.new(domain, int(cfg.seed), algorithm)
     if int(cfg.iterations) < state.iteration:
         raise ConfigError(f"the run already has {state.iteration} iterations; pass iterations >= {state.iteration}")
     domain, lm, judge_lm = _build(cfg)
@@ -336,6 +401,7 @@ def resume_run(path: str | Path, overrides: Sequence[str] = ()) -> None:
         domain=domain, lm=lm, judge_lm=judge_lm, run_dir=run_dir, state=state,
         batch_size=int(cfg.batch_size), seed=int(cfg.seed), plot_every=int(cfg.plot_every),
     )
+    run_dir.write_jsonl(ELITES, search.elites())  # a kill may have left it one iteration ahead
     print(f"qdaif: resuming {run_dir.path} at iteration {state.iteration} of {cfg.iterations}", file=sys.stderr)
     _execute(search, cfg, run_dir.path)
 
@@ -375,11 +441,57 @@ def _sweep_combinations(overrides: Sequence[str]) -> list[list[str]]:
 def _hydra_task(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
 
+    from qdaif.run_dir import RunDir
+
+    output_dir = HydraConfig.get().runtime.output_dir
     try:
         apply_domain_file(cfg)
-        start_run(cfg, HydraConfig.get().runtime.output_dir)
+        start_run(cfg, output_dir)
     except QDAIFError as e:
         _fail(str(e))
+    finally:
+        if HydraConfig.get().mode.name == "MULTIRUN":
+            RunDir(output_dir).unlock()  # the jobs of a sweep run one after another in this process
+
+
+def _hydra_quote(value: str) -> str:
+    """``value`` as a quoted Hydra override value (spaces, quotes and ``=`` kept literally)."""
+    return "'" + value.replace("'", "\\'") + "'"
+
+
+def _claim_single_run_dir(overrides: list[str]) -> str:
+    """Resolves the run directory of a single run and locks it before Hydra writes anything there.
+
+    Returns:
+        The directory, to pin as ``hydra.run.dir`` (its ``${now:...}`` is resolved once, here).
+
+    Raises:
+        ConfigError: Bad overrides.
+        RunDirError: The directory is in use or already holds a run.
+    """
+    path = run_dir_of(overrides)
+    _claim_new_run_dir(path)
+    return path
+
+
+def run_dir_of(overrides: Sequence[str]) -> str:
+    """The directory a single run with these overrides writes to (``hydra.run.dir``, resolved now).
+
+    Raises:
+        ConfigError: Bad overrides.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    _register_resolvers()
+    try:
+        with initialize_config_dir(config_dir=str(configs_dir()), version_base="1.3", job_name="qdaif"):
+            cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+        return str(OmegaConf.select(cfg, "hydra.run.dir"))
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(_explain_composition_error(e, overrides)) from None
 
 
 def _run_command(args: list[str]) -> None:
@@ -395,6 +507,10 @@ def _run_command(args: list[str]) -> None:
     # Fail early with a one-line message, before Hydra starts (and before a sweep runs any job).
     for combination in _sweep_combinations(overrides) if multirun else [overrides]:
         compose_config(combination)
+    if not multirun:
+        # Lock and check the run directory before Hydra writes its .hydra/ and log there.
+        run_path = _claim_single_run_dir(overrides)
+        args = [a for a in args if not a.startswith("hydra.run.dir=")] + [f"hydra.run.dir={_hydra_quote(run_path)}"]
     import hydra
 
     _register_resolvers()

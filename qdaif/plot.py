@@ -14,6 +14,7 @@ by its labels, as :func:`qdaif.domain.domain_from_config` does.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from qdaif.errors import ConfigError, RunDirError
-from qdaif.run_dir import CONFIG, ELITES, HEATMAP, HISTORY, METRICS, RunDir
+from qdaif.run_dir import CONFIG, ELITES, HEATMAP, HISTORY, METRICS, RunDir, atomic_write
 
 __all__ = [
     "Axis",
@@ -466,8 +467,18 @@ def snapshots(run: RunData, frames: int) -> list[tuple[int, int, np.ndarray]]:
 
 
 def _save(fig, path: Path, dpi: int = 120) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
+    """Saves ``fig`` atomically: a reader (or a kill, or a full disk) never leaves half an image.
+
+    Raises:
+        RunDirError: The file cannot be written (disk full, permission denied).
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunDirError(f"cannot create {path.parent}: {e.strerror}") from None
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=dpi, format=path.suffix.lstrip(".") or "png")
+    atomic_write(path, buf.getvalue())
     return path
 
 

@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 
 from qdaif.algorithms import QDAIF, Algorithm, Batch
-from qdaif.archive import EdgeGridArchive, cells_of, make_archive, project_archive
+from qdaif.archive import EdgeGridArchive, archive_state, cells_of, make_archive, project_archive, restore_archive
 from qdaif.domain import Domain
-from qdaif.errors import QDAIFError
+from qdaif.errors import QDAIFError, RunDirError
 from qdaif.feedback import LabelJudge
 from qdaif.lm import LM
 from qdaif.plugin import make_plugin
@@ -32,9 +32,28 @@ def iteration_seed(seed: int, iteration: int) -> int:
     return int(np.random.SeedSequence([seed, iteration]).generate_state(1)[0])
 
 
+_BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
+_COUNTERS = ("iteration", "evaluations", "next_id", "dropped_empty", "dropped_nonfinite", "dropped_invalid",
+             "lm_seconds", "wall_seconds", "archive_seed")
+
+
+def generator_from_state(state: dict[str, Any]) -> np.random.Generator:
+    """Rebuilds a NumPy generator from its ``bit_generator.state`` (only NumPy's own bit generators).
+
+    Raises:
+        ValueError: An unknown bit generator or a malformed state.
+    """
+    name = state.get("bit_generator") if isinstance(state, dict) else None
+    if name not in _BIT_GENERATORS:
+        raise ValueError(f"unknown bit generator {name!r}")
+    rng = np.random.Generator(getattr(np.random, name)())
+    rng.bit_generator.state = state
+    return rng
+
+
 @dataclasses.dataclass
 class SearchState:
-    """Everything a resumed run needs besides its config. Pickled in the checkpoint."""
+    """Everything a resumed run needs besides its config; saved as data in the checkpoint."""
 
     archive: EdgeGridArchive
     rng: np.random.Generator
@@ -47,13 +66,48 @@ class SearchState:
     dropped_invalid: int = 0
     lm_seconds: float = 0.0
     wall_seconds: float = 0.0
+    archive_seed: int | None = None
 
     @classmethod
     def new(cls, domain: Domain, seed: int, algorithm: Algorithm | None = None) -> "SearchState":
         """A fresh state; the algorithm defaults to QDAIF with the paper's seeded init."""
         rng = np.random.default_rng(seed)
-        archive = make_archive([m.edges for m in domain.measures], seed=int(rng.integers(2**31)))
-        return cls(archive=archive, rng=rng, algorithm=algorithm or QDAIF(domain=domain))
+        archive_seed = int(rng.integers(2**31))
+        archive = make_archive([m.edges for m in domain.measures], seed=archive_seed)
+        return cls(archive=archive, rng=rng, algorithm=algorithm or QDAIF(domain=domain), archive_seed=archive_seed)
+
+    def to_checkpoint(self) -> dict[str, Any]:
+        """The state as checkpoint data: counters, generator state, archive contents, algorithm state."""
+        return {
+            **{k: getattr(self, k) for k in _COUNTERS},
+            "rng": self.rng.bit_generator.state,
+            "archive": archive_state(self.archive),
+            "algorithm": {"name": self.algorithm.name, "state": self.algorithm.state_dict()},
+        }
+
+    @classmethod
+    def from_checkpoint(cls, data: dict[str, Any], *, domain: Domain, algorithm: Algorithm) -> "SearchState":
+        """Rebuilds a state saved by :meth:`to_checkpoint`.
+
+        Args:
+            data: What :meth:`qdaif.run_dir.RunDir.load_checkpoint` returned.
+            domain: The run's domain (its measures give the archive's edges).
+            algorithm: The run's algorithm, built from its config; its state is replaced.
+
+        Raises:
+            RunDirError: The checkpoint does not fit this domain or algorithm.
+        """
+        try:
+            saved = data["algorithm"]["name"]
+            if saved != algorithm.name:
+                raise ValueError(f"it was written by algorithm {saved!r}, the config names {algorithm.name!r}")
+            algorithm.load_state_dict(data["algorithm"]["state"])
+            archive = make_archive([m.edges for m in domain.measures], seed=data["archive_seed"])
+            restore_archive(archive, data["archive"])
+            counters = {k: data[k] for k in _COUNTERS}
+            return cls(archive=archive, rng=generator_from_state(data["rng"]), algorithm=algorithm, **counters)
+        except (KeyError, TypeError, ValueError) as e:
+            raise RunDirError(f"the checkpoint does not fit the run's config ({type(e).__name__}: {e})") from None
 
 
 @contextmanager
@@ -220,7 +274,7 @@ class Search:
         dropped_empty = len(texts) - len(keep)
         dropped_nonfinite = len(keep) - n_ok
         dropped_empty -= dropped_invalid
-        s.dropped_invalid = getattr(s, "dropped_invalid", 0) + dropped_invalid
+        s.dropped_invalid += dropped_invalid
         s.dropped_empty += dropped_empty
         s.dropped_nonfinite += dropped_nonfinite
         stats = s.archive.stats
@@ -251,7 +305,7 @@ class Search:
             "elapsed_seconds": round(s.wall_seconds, 3),
         }
         self.run_dir.append(METRICS, [metrics])
-        self.run_dir.save_checkpoint(s)
+        self.run_dir.save_checkpoint(s.to_checkpoint())
         if self.plot_every and iteration % self.plot_every == 0:
             self.plot()
         return metrics
@@ -299,6 +353,20 @@ class Search:
         )
 
     # ------------------------------------------------------------------- runs
+    def back_to_checkpoint(self) -> SearchState:
+        """Replaces the state by the last checkpoint and rewrites ``elites.jsonl`` to match it (if it can).
+
+        Raises:
+            RunDirError: The checkpoint cannot be read.
+        """
+        self.state = SearchState.from_checkpoint(self.run_dir.load_checkpoint(), domain=self.domain,
+                                                 algorithm=self.state.algorithm)
+        try:
+            self.run_dir.write_jsonl(ELITES, self.elites())
+        except RunDirError:
+            pass  # a full disk: resume rewrites it from the checkpoint
+        return self.state
+
     def run(self, iterations: int, *, progress: bool = True) -> SearchState:
         """Runs until ``iterations`` iterations are complete in total.
 
@@ -310,7 +378,7 @@ class Search:
 
         s = self.state
         if s.iteration == 0:
-            self.run_dir.save_checkpoint(s)
+            self.run_dir.save_checkpoint(s.to_checkpoint())
         bar = tqdm(total=iterations, initial=min(s.iteration, iterations), disable=not progress,
                    desc=self.domain.name, unit="it", dynamic_ncols=True)
         try:
@@ -323,16 +391,17 @@ class Search:
                                     cov=f"{m['coverage']:.0%}", ev_s=f"{rate:.1f}", refresh=False)
         except QDAIFError:
             bar.close()
-            self.state = self.run_dir.load_checkpoint()
-            self.run_dir.write_jsonl(ELITES, self.elites())
+            self.back_to_checkpoint()
             raise
         except KeyboardInterrupt:
             bar.close()
             # The archive may hold part of an unfinished iteration: go back to the
             # checkpoint so that what is on disk is one consistent state.
-            self.state = s = self.run_dir.load_checkpoint()
-            self.run_dir.write_jsonl(ELITES, self.elites())
-            self.plot()
+            s = self.back_to_checkpoint()
+            try:
+                self.plot()
+            except RunDirError:
+                pass  # e.g. a full disk: the heatmap is redrawn on resume
             raise Interrupted(f"interrupted after iteration {s.iteration}") from None
         bar.close()
         self.plot()

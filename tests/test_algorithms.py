@@ -36,9 +36,22 @@ def test_each_algorithm_writes_the_standard_run_directory(opinions_domain, tmp_p
     history = [json.loads(x) for x in (tmp_path / HISTORY).read_text().splitlines()]
     assert len(metrics) == 6 and len(history) == 24 and elites
     assert metrics[-1]["qd_score"] == pytest.approx(sum(e["quality"] for e in elites))
-    # the resumed object is the pickled one, with its state
-    restored = RunDir(tmp_path).load_checkpoint().algorithm
+    # the checkpoint is data: an algorithm built again from the config gets back the same state
+    restored = SearchState.from_checkpoint(RunDir(tmp_path).load_checkpoint(), domain=opinions_domain,
+                                           algorithm=make(opinions_domain, name)).algorithm
     assert type(restored) is type(algo)
+    assert _comparable(restored.state_dict()) == _comparable(search.state.algorithm.state_dict())
+
+
+def _comparable(x):
+    """A state dict with arrays and deques as lists, for ==."""
+    if isinstance(x, dict):
+        return {k: _comparable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)) or type(x).__name__ == "deque":
+        return [type(x).__name__, *(_comparable(v) for v in x)]
+    if isinstance(x, np.ndarray):
+        return ["array", str(x.dtype), x.tolist()]
+    return x
 
 
 def test_zero_shot_needs_a_zero_shot_prompt(opinions_domain):

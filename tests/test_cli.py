@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.helpers import run_cli
-from qdaif.run_dir import CONFIG, ELITES, HEATMAP, HISTORY, METRICS
+from qdaif.run_dir import CHECKPOINT, CONFIG, ELITES, HEATMAP, HISTORY, METRICS
 
 FAKE = ["model=scripted_fake", "progress=false"]
 
@@ -84,7 +84,7 @@ def test_embedded_package_without_its_model_file(tmp_path):
 def test_run_writes_the_run_directory_and_resumes(tmp_path):
     run_cli("run", *FAKE, "iterations=4", "batch_size=5", "hydra.run.dir=out", cwd=tmp_path, check=True)
     out = tmp_path / "out"
-    for name in (CONFIG, METRICS, HISTORY, ELITES, HEATMAP, "checkpoint.pkl"):
+    for name in (CONFIG, METRICS, HISTORY, ELITES, HEATMAP, CHECKPOINT):
         assert (out / name).is_file(), name
     config = (out / CONFIG).read_text()
     assert "versions:" in config and "ribs:" in config and "model_info:" in config

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from tests.helpers import run_cli
-from qdaif.run_dir import CONFIG, ELITES, HEATMAP, HISTORY, METRICS
+from qdaif.run_dir import CHECKPOINT, CONFIG, ELITES, HEATMAP, HISTORY, METRICS
 
 pytestmark = pytest.mark.embedded
 
@@ -19,7 +19,7 @@ def test_opinions_run_on_the_embedded_model_and_resume(tmp_path):
             "progress=false"]
     proc = run_cli("run", *args, cwd=tmp_path, check=True)
     out = tmp_path / "out"
-    for name in (CONFIG, METRICS, HISTORY, ELITES, HEATMAP, "checkpoint.pkl"):
+    for name in (CONFIG, METRICS, HISTORY, ELITES, HEATMAP, CHECKPOINT):
         assert (out / name).is_file(), name
     assert "QD score" in proc.stdout
     elites, metrics, history = rows(out / ELITES), rows(out / METRICS), rows(out / HISTORY)

@@ -7,7 +7,7 @@ import pytest
 
 from qdaif.algorithms import QDAIF
 from qdaif.lm._fake import ScriptedFakeLM
-from qdaif.run_dir import CHECKPOINT, ELITES, HISTORY, METRICS, RunDir
+from qdaif.run_dir import ELITES, HISTORY, METRICS, RunDir
 from qdaif.search import Search, SearchState
 
 
@@ -17,6 +17,12 @@ def make_search(domain, path, *, lm=None, seed=0, batch_size=6, state=None, **kw
     algorithm = QDAIF(domain=domain, init_evaluations=12, min_init_cells=3)
     return Search(domain=domain, lm=lm, judge_lm=lm, run_dir=run_dir,
                   state=state or SearchState.new(domain, seed, algorithm), batch_size=batch_size, seed=seed, **kw)
+
+
+def load_state(domain, path):
+    """The run's checkpoint as a search state, with a QDAIF algorithm built as in make_search."""
+    algorithm = QDAIF(domain=domain, init_evaluations=12, min_init_cells=3)
+    return SearchState.from_checkpoint(RunDir(path).load_checkpoint(), domain=domain, algorithm=algorithm)
 
 
 def read(path, name):
@@ -81,7 +87,7 @@ def test_resume_gives_the_same_run_as_an_uninterrupted_one(opinions_domain, tmp_
 
     part = make_search(opinions_domain, tmp_path / "part", seed=3)
     part.run(4, progress=False)
-    state = RunDir(tmp_path / "part").load_checkpoint()
+    state = load_state(opinions_domain, tmp_path / "part")
     assert state.iteration == 4
     resumed = make_search(opinions_domain, tmp_path / "part", seed=3, state=state)
     resumed.run(10, progress=False)
@@ -94,10 +100,13 @@ def test_resume_gives_the_same_run_as_an_uninterrupted_one(opinions_domain, tmp_
 
 def test_resume_discards_records_of_an_unfinished_iteration(opinions_domain, tmp_path):
     make_search(opinions_domain, tmp_path).run(3, progress=False)
-    saved = (tmp_path / CHECKPOINT).read_bytes()
-    make_search(opinions_domain, tmp_path, state=RunDir(tmp_path).load_checkpoint()).run(4, progress=False)
-    (tmp_path / CHECKPOINT).write_bytes(saved)  # as if killed after writing iteration 4's lines
-    state = RunDir(tmp_path).load_checkpoint()
+    saved = {p.name: p.read_bytes() for p in tmp_path.glob("checkpoint.*")}
+    make_search(opinions_domain, tmp_path, state=load_state(opinions_domain, tmp_path)).run(4, progress=False)
+    for p in tmp_path.glob("checkpoint.*"):
+        p.unlink()
+    for name, blob in saved.items():  # as if killed after writing iteration 4's lines
+        (tmp_path / name).write_bytes(blob)
+    state = load_state(opinions_domain, tmp_path)
     assert state.iteration == 3
     assert [m["iteration"] for m in read(tmp_path, METRICS)] == [1, 2, 3]
     assert {h["iteration"] for h in read(tmp_path, HISTORY)} == {1, 2, 3}
@@ -108,3 +117,40 @@ def test_same_seed_same_run_other_seed_other_run(opinions_domain, tmp_path):
         make_search(opinions_domain, tmp_path / name, seed=seed).run(6, progress=False)
     a, b, c = ((tmp_path / n / HISTORY).read_text() for n in "abc")
     assert a == b and a != c
+
+
+REWRITES_SUBSET = ["domain.settings.limit=null",
+                   "domain.settings.inputs=[sent-ood-01,topi-ood-02,toxi-ood-03,sent-id-01]",
+                   "domain.measures.0.categories=[sent-ood-01,topi-ood-02,toxi-ood-03,sent-id-01]"]
+
+
+@pytest.mark.parametrize(("domain_name", "algorithm", "extra"), [
+    ("opinions", "lmx_replace", []), ("opinions", "quality_only", []), ("opinions", "novelty", []),
+    ("opinions", "random_search", []), ("multitask", "qdaif", []), ("rewrites", "qdaif", REWRITES_SUBSET),
+    ("poetry", "qdaif", []),
+])
+def test_checkpoint_is_data_and_resume_is_exact_for_algorithms_and_plugin_domains(tmp_path, domain_name, algorithm,
+                                                                                   extra):
+    from qdaif.algorithms import make_algorithm
+    from qdaif.cli import compose_config
+    from qdaif.domain import domain_from_config
+
+    cfg = compose_config(["model=scripted_fake", f"domain={domain_name}", f"algorithm={algorithm}", *extra])
+    domain = domain_from_config(cfg.domain)
+
+    def search(path, resume=False):
+        lm = ScriptedFakeLM()
+        algo = make_algorithm(cfg.algorithm, domain=domain, init_evaluations=8, min_init_cells=3)
+        run_dir = RunDir(path)
+        state = (SearchState.from_checkpoint(run_dir.load_checkpoint(), domain=domain, algorithm=algo) if resume
+                 else SearchState.new(domain, 0, algo))
+        return Search(domain=domain, lm=lm, judge_lm=lm, run_dir=run_dir, state=state, batch_size=6, seed=0)
+
+    search(tmp_path / "full").run(8, progress=False)
+    search(tmp_path / "part").run(3, progress=False)
+    assert not list((tmp_path / "part").glob("*.pkl"))
+    search(tmp_path / "part", resume=True).run(8, progress=False)
+    for name in (ELITES, HISTORY):
+        assert (tmp_path / "full" / name).read_text() == (tmp_path / "part" / name).read_text()
+    strip = lambda rows: [{k: v for k, v in r.items() if "seconds" not in k} for r in rows]  # noqa: E731
+    assert strip(read(tmp_path / "full", METRICS)) == strip(read(tmp_path / "part", METRICS))

@@ -15,7 +15,7 @@ from qdaif.plugins.multitask import generators as gen
 from qdaif.plugins.multitask.checkers import reference_of
 from qdaif.plugins.multitask.genome import RawTask, repair
 from qdaif.plugins.multitask.plugin import OPERATORS, _genome_of_item
-from qdaif.run_dir import CONFIG, ELITES, HISTORY, METRICS, RunDir
+from qdaif.run_dir import CHECKPOINT, CONFIG, ELITES, HISTORY, METRICS, RunDir
 from tests.helpers import run_cli
 
 
@@ -394,7 +394,7 @@ def test_multitask_run_on_the_embedded_model(tmp_path):
     run_cli("run", "domain=multitask", "iterations=2", "batch_size=4", "init_evaluations=4", "hydra.run.dir=out",
             "progress=false", "model.threads=1", cwd=tmp_path, check=True)
     out = tmp_path / "out"
-    for name in (CONFIG, METRICS, HISTORY, ELITES, "checkpoint.pkl"):
+    for name in (CONFIG, METRICS, HISTORY, ELITES, CHECKPOINT):
         assert (out / name).is_file(), name
     metrics, history, elites = rows(out / METRICS), rows(out / HISTORY), rows(out / ELITES)
     assert len(metrics) == 2 and metrics[-1]["evaluations"] == 8 and elites

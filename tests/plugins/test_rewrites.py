@@ -21,7 +21,7 @@ from qdaif.plugins.rewrites import Plugin, load_texts
 from qdaif.plugins.rewrites.classifier import LMClassifier
 from qdaif.plugins.rewrites.scoring import EvidenceLexicon, added_evidence, chrf_distance, length_ratio, rewrite_quality
 from qdaif.plugins.rewrites.tta import aggregate_predictions, generation_budgets
-from qdaif.run_dir import CONFIG, ELITES, HISTORY, METRICS
+from qdaif.run_dir import CHECKPOINT, CONFIG, ELITES, HISTORY, METRICS
 from tests.helpers import run_cli
 
 
@@ -239,7 +239,7 @@ def test_fake_run_and_tta_accuracies(tmp_path, domain):
     run_cli("run", "domain=rewrites", "model=scripted_fake", "iterations=2", "batch_size=8", "init_evaluations=8",
             "hydra.run.dir=out", "progress=false", *SUBSET, cwd=tmp_path, check=True)
     out = tmp_path / "out"
-    for name in (CONFIG, METRICS, HISTORY, ELITES, "heatmap.png", "checkpoint.pkl"):
+    for name in (CONFIG, METRICS, HISTORY, ELITES, "heatmap.png", CHECKPOINT):
         assert (out / name).is_file(), name
     history, metrics, elites = rows(out / HISTORY), rows(out / METRICS), rows(out / ELITES)
     assert len(metrics) == 2 and metrics[-1]["evaluations"] == 16
