@@ -340,12 +340,16 @@ def test_a_usable_lm_line_is_kept_and_a_computable_line_must_follow_a_template(d
     plugin = Plugin(domain=with_settings(domain, crossover_rate=0.0))
     archive = archive_with(domain, one_per_cell(domain.seeds, 3))
     props = [p for p in plugin.mutate(archive, np.random.default_rng(2), 80) if p.operator in ("add_subtask", "retype_subtask")]
-    judged = next(p for p in props if p.meta["type"] in ("qa", "generate", "transform", "classify"))
-    line = " Which word of the context is the longest? Answer in <task9></task9> tags.\n2. [qa] more"
+    judged = next(p for p in props if p.meta["type"] == "generate")  # free generation: the only judged type
+    line = " Write a riddle about the context. Answer in <task9></task9> tags.\n2. [qa] more"
     child = parse_text(plugin.parse(judged, line))
     slot = judged.meta["slot"]
-    assert child.subtasks[slot - 1].instruction == "Which word of the context is the longest?"
+    assert child.subtasks[slot - 1].instruction == "Write a riddle about the context."
     assert judged.prompt.endswith("]") and judged.prompt.count("Multi-task prompt:") == 4
+    # a qa line that no code can answer falls back to a generated lookup that carries a reference
+    qa = next(p for p in props if p.meta["type"] in ("qa", "classify", "transform") and not p.meta["depends_on"])
+    fell = parse_text(plugin.parse(qa, " Which word of the context is the most beautiful?"))
+    assert fell.render() == qa.meta["fallback"] and references(fell)[qa.meta["slot"] - 1] is not None
     computable = next(p for p in props if p.meta["type"] in ("sort", "count", "arithmetic", "select") and not p.meta["depends_on"])
     off_template = parse_text(plugin.parse(computable, " Do some maths with the numbers please."))
     assert off_template.render() == computable.meta["fallback"]
