@@ -397,9 +397,9 @@ def _context_reference(name: str, m: re.Match, context: str, refs: Sequence[Refe
     return None
 
 
-_FREE = re.compile(r"^\s*(?:please\s+)?(?:write|describe|compose|create|generate|suggest|propose|invent|draft|summari[sz]e|ask|"
-                   r"paraphrase|rephrase|rewrite|give (?:a|an|one) (?:title|name|nickname|headline|example|slogan)|name a|"
-                   r"make up|come up)\b", re.I)
+_FREE = re.compile(r"^\s*(?:please\s+)?(?:write (?:a|an|one|two|three|some)\b|describe|compose|create|generate|suggest|propose|"
+                   r"invent|draft|summari[sz]e|ask|paraphrase|rephrase|give (?:a|an|one) (?:title|name|nickname|headline|example|"
+                   r"slogan)|name a|make up|come up)\b", re.I)
 _ORDERED = re.compile(r"\b(?:sort|order|arrange|rank|reverse|sequence|reorder|rearrange|chronolog|alphabet|ascending|"
                       r"descending|from (?:smallest|largest|lowest|highest|first|last))", re.I)
 

@@ -32,7 +32,7 @@ _ANS = r"(?:answers?|results?|outputs?|responses?|solutions?)"
 # ------------------------------------------------------------------ item markers
 _CANON = re.compile(r"^(?P<indent>\s*)(?P<num>\d{1,2})\s*[.):]\s*(?P<body>\[[^\]]*\].*)$")
 _KW_ITEM = re.compile(rf"^(?P<indent>\s*)(?P<kw>sub-?task|task|step|instruction|question|part|q)\s*(?P<hash>#)?\s*(?P<num>\d{{1,2}})"
-                      r"(?:\s*[.:)\-\u2013\u2014]\s*|(?(hash)\s+|(?!)))(?P<body>.*)$", re.I)
+                      r"(?:\s*[.:)\-\u2013\u2014]\s*|\s*$|(?(hash)\s+|(?!)))(?P<body>.*)$", re.I)
 _HASH_ITEM = re.compile(r"^(?P<indent>\s*)#\s*(?P<num>\d{1,2})\s*[.:)\-]?\s+(?P<body>.*)$")
 _NUM_ITEM = re.compile(r"^(?P<indent>\s*)(?P<num>\d{1,2})(?P<p>[.):])\s+(?P<body>.*)$")
 _PAREN_ITEM = re.compile(r"^(?P<indent>\s*)\((?P<num>\d{1,2})\)\s*(?P<body>.*)$")
@@ -43,6 +43,9 @@ _CONTEXT_LABEL = re.compile(r"^\s*(?:context|passage|text|story|article|document
                             re.I)
 _TASK_HEADER = re.compile(r"\b(?:tasks?|instructions?|questions?|steps?|the following|to do|sub-?tasks?|answer)\b[^.\n]*:\s*$"
                           r"|\b(?:do|complete|answer|follow|perform|carry out)\b.*\bfollowing\b", re.I)
+
+# A line about the answer format of every task ("Put each answer in <taskN></taskN> tags."): not part of an item.
+_FORMAT_LINE = re.compile(r"(?=.*<\s*/?\s*task)(?=.*\b(?:each|every|all|tags?|format|answers)\b)", re.I)
 
 _VERBS = frozenset("""
 add answer arrange ask assign calculate capitalise capitalize change check choose cite classify combine compare compose
@@ -99,7 +102,7 @@ class ParsedPrompt:
 
 
 def _classify(line: str) -> Item | None:
-    plain = line.replace("**", "").replace("__", "")
+    plain = re.sub(r"^(\s*)#{1,6}\s+(?=[A-Za-z])", r"\1", line.replace("**", "").replace("__", ""))  # "## Step 1"
     for style, rx in (("canon", _CANON), ("kw", _KW_ITEM), ("hash", _HASH_ITEM), ("num", _NUM_ITEM), ("paren", _PAREN_ITEM),
                       ("bullet", _BULLET_ITEM)):
         m = rx.match(plain)
@@ -145,8 +148,8 @@ def split_items(text: str) -> list[list[Item]]:
             cur.append(item)
         elif cur:
             indent = len(line) - len(line.lstrip())
-            cont = (not last_blank and not _CONTEXT_LABEL.match(line) and not line.rstrip().endswith(":")) or \
-                indent > cur[-1].indent
+            labelled = _CONTEXT_LABEL.match(line) or re.match(r"^\s*[A-Z][\w ]{0,25}:(?:\s|$)", line) or _FORMAT_LINE.search(line)
+            cont = (not last_blank and not labelled and not line.rstrip().endswith(":")) or indent > cur[-1].indent
             if cont:
                 cur[-1] = dataclasses.replace(cur[-1], body=(cur[-1].body + " " + line.strip()).strip())
             else:
@@ -198,6 +201,10 @@ def parse_prompt(text: str) -> ParsedPrompt | None:
     """
     lines = str(text).replace("\r", "").split("\n")
     blocks = split_items(text)
+    if not any(len(b) >= 2 for b in blocks):
+        inline = _inline(lines)
+        if inline is not None:
+            return inline
     if not blocks:
         return None
     scores = [_block_score(b, lines) for b in blocks]
@@ -225,20 +232,46 @@ def parse_prompt(text: str) -> ParsedPrompt | None:
     return ParsedPrompt(context=context, instructions=instructions, depends_on=deps, numbers=tuple(numbers))
 
 
+_INLINE = re.compile(r"(?:(?<=\s)|^)(?:\((?P<a>\d)\)|(?P<b>\d)\)|(?P<kw>step|task|instruction|part)\s+#?(?P<c>\d)\s*[:.)])\s+", re.I)
+
+
+def _inline(lines: list[str]) -> ParsedPrompt | None:
+    """Instructions written inline on one line: "Do three things: (1) ..., (2) ... and (3) ..."."""
+    for idx in range(len(lines) - 1, -1, -1):
+        marks = [m for m in _INLINE.finditer(lines[idx])]
+        nums = [int(m.group("a") or m.group("b") or m.group("c")) for m in marks]
+        if len(marks) < 2 or nums != list(range(1, len(nums) + 1)):
+            continue
+        line = lines[idx]
+        bodies = [line[m.end():(marks[i + 1].start() if i + 1 < len(marks) else len(line))] for i, m in enumerate(marks)]
+        bodies = [re.sub(r"(?:,|;)?\s*(?:and|then)?\s*$", "", b.strip()).strip() for b in bodies]
+        head = line[:marks[0].start()].strip()
+        context = "\n".join([*lines[:idx], head, *lines[idx + 1:]]).strip()
+        context = re.sub(r"^\s*context\s*:\s*", "", context, flags=re.I)
+        deps = tuple(tuple(dependencies(b, i + 1, nums)) for i, b in enumerate(bodies))
+        return ParsedPrompt(context=context, instructions=tuple(bodies), depends_on=deps, numbers=tuple(nums))
+    return None
+
+
 # ------------------------------------------------------------------ dependencies
 _EXPLICIT = [
     # "task 2", "steps 1 and 3", "instruction #2", "Q2", "sub-task 1"
     re.compile(rf"(?<![</\w])\b{_KW}\s*#?\s*(?P<n>\d{{1,2}})(?P<more>(?:\s*(?:,|and|&|or)\s*(?:{_KW}\s*)?#?\s*\d{{1,2}}\b)*)(?!\s*(?:%|\.\d))",
                re.I),
     # "the answer to 1", "the result of (2)", "answer from #1"
-    re.compile(rf"\b{_ANS}\s+(?:to|of|from|for|in)\s+(?:the\s+)?#?\s*\(?(?P<n>\d{{1,2}})\)?(?![\d.%])(?!\s*(?:[a-z]{{3,}}s\b))", re.I),
+    re.compile(rf"\b{_ANS}\s+(?:to|of|from|for|in)\s+(?:the\s+)?#?\s*\(?(?P<n>\d{{1,2}})\)?(?!\d|\.\d|%)(?!\s*(?:[a-z]{{3,}}s\b))", re.I),
+    # "the number from 1", "the list in (2)"
+    re.compile(r"\b(?:number|value|list|word|words|sum|total|sentence)\s+(?:from|in)\s+(?:the\s+)?#?\s*\(?(?P<n>\d{1,2})\)?"
+               r"(?!\d|\.\d|%|\s*[a-z]{3,})", re.I),
     # "#2" on its own (MTI's markers)
     re.compile(r"(?<![\w#&])#\s?(?P<n>\d{1,2})\b"),
     # "<task1>" used as a reference ("the word in <task1>")
     re.compile(r"<\s*task\s*(?P<n>\d{1,2})\s*/?\s*>", re.I),
 ]
+_ORDW = r"(?:first|second|third|fourth|fifth|sixth|seventh|eighth)"
 _ORDINAL = [
-    re.compile(rf"\b(?:the\s+)?(?P<w>first|second|third|fourth|fifth|sixth|seventh|eighth)\s+(?:{_KW}|{_ANS})\b", re.I),
+    # "the first task", "the first and second tasks", "the second step's answer"
+    re.compile(rf"\b(?:the\s+)?(?P<w>{_ORDW}(?:\s*(?:,|and|&)\s*(?:the\s+)?{_ORDW})*)\s+(?:{_KW}|{_ANS})\b", re.I),
     re.compile(rf"\b{_KW}\s+(?P<w>one|two|three|four|five|six|seven|eight)\b", re.I),
 ]
 _PREVIOUS = [
@@ -289,7 +322,8 @@ def dependencies(instruction: str, index: int, numbers: Sequence[int] | None = N
     found: set[int] = set()
     refs = [n for _, _, n in explicit_refs(instruction)]
     for rx in _ORDINAL:
-        refs += [_ORD[m.group("w").lower()] for m in rx.finditer(instruction)]
+        refs += [_ORD[w.lower()] for m in rx.finditer(instruction) for w in re.findall(r"[A-Za-z]+", m.group("w"))
+                 if w.lower() in _ORD]
     for n in refs:
         j = pos.get(n, n if numbers == list(range(1, len(numbers) + 1)) else None)
         if j is not None and 1 <= j < index:

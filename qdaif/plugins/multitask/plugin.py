@@ -62,8 +62,8 @@ LINE_MAX_TOKENS = 48  # one sub-task instruction line (about 30 words)
 
 
 @lru_cache(maxsize=4)
-def _file_items(path: str) -> tuple[dict[str, Any], ...]:
-    return tuple(read_items(path))
+def _file_items(path: str, where: str) -> tuple[dict[str, Any], ...]:
+    return tuple(read_items(path, where=where))
 
 
 def _gold_key(g: Genome, i: int) -> tuple:
@@ -157,7 +157,7 @@ class Plugin(DomainPlugin):
                     self._gold.setdefault((g.context, _gold_key(g, i)), st.answer)
 
     @staticmethod
-    def items(settings: Mapping[str, Any], where: str = "domain.settings.items") -> list[dict[str, Any]]:
+    def items(settings: Mapping[str, Any], where: str = "domain multitask.settings.items") -> list[dict[str, Any]]:
         """The seed items: those of ``settings.items`` (an MTI-Bench-style JSON file) or the shipped ones.
 
         Raises:
@@ -167,7 +167,7 @@ class Plugin(DomainPlugin):
         s = {**DEFAULT_SETTINGS, **settings}
         if not s.get("items"):
             return list(load_items())
-        items = list(_file_items(str(s["items"])))
+        items = list(_file_items(str(s["items"]), where))
         budget = int(s["max_context_tokens"]) - int(s["answer_max_tokens"])
         for item in items:
             g = _genome_of_item(item)
