@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 from qdaif.plugins.multitask.checkers import check, extract_answers, gold_reference
-from qdaif.plugins.multitask.items import read_items
+from qdaif.plugins.multitask.items import mti_prompt, read_items
 from qdaif.plugins.multitask.parsing import parse_prompt
 
 
@@ -82,16 +82,6 @@ def _gold_deps(inst: dict) -> list[list[int]] | None:
         else:
             out.append(list(d or []))
     return out
-
-
-def mti_prompt(inst: dict) -> str:
-    """An item written out as MTI Bench's multi-task inference prompts are: preamble, ``#N:`` lines, context."""
-    ctx = inst["context"]
-    ctx = "\n\n".join(str(v) for v in (ctx.values() if isinstance(ctx, dict) else ctx)) if not isinstance(ctx, str) else ctx
-    instr = inst["instructions"]
-    instr = list(instr.values()) if isinstance(instr, dict) else instr
-    head = inst.get("query") or "Answer each instruction. Put the answer to #N inside <taskN></taskN> tags."
-    return head + "\n" + "\n".join(f"#{i}: {t}" for i, t in enumerate(instr, 1)) + "\n\n" + ctx
 
 
 def eval_items(path: Path) -> dict:

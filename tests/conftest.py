@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
+
+# Subprocesses (`python -m qdaif ...` in a temporary folder) import the qdaif of this
+# checkout, whatever else is installed (an editable install of another checkout, say).
+REPO_ROOT = str(Path(__file__).resolve().parents[1])
+os.environ["PYTHONPATH"] = os.pathsep.join([REPO_ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != "."])
 
 
 @pytest.fixture(scope="session")

@@ -634,3 +634,22 @@ def test_items_file_runs_from_the_cli(tmp_path):
             "batch_size=2", "init_evaluations=2", "hydra.run.dir=out", "progress=false", cwd=tmp_path, check=True)
     history = rows(tmp_path / "out" / HISTORY)
     assert history and all(h["genome"]["k"] >= 1 for h in history)
+
+
+MTI_DEV = json.loads((Path(__file__).parent / "data" / "mti_dev_items.json").read_text())
+
+
+@pytest.mark.parametrize("inst", MTI_DEV, ids=lambda i: i["id"])
+def test_mti_style_items_import_and_parse_back(inst, tmp_path):
+    from qdaif.plugins.multitask.items import mti_prompt, read_items
+
+    path = tmp_path / "one.json"
+    path.write_text(json.dumps([inst]))
+    item = read_items(path)[0]
+    n, dep = len(inst["instructions"]), inst["dependent"]
+    want = [[i] if dep and i else [] for i in range(n)] if isinstance(dep, bool) else \
+        [[i] if d and i else [] for i, d in enumerate(dep)] if all(isinstance(d, bool) for d in dep) else dep
+    assert [s["depends_on"] for s in item["subtasks"]] == want
+    assert [s["answer"] for s in item["subtasks"]] == inst["answers"]
+    p = parse_prompt(mti_prompt(inst))
+    assert p.k == n and [list(d) for d in p.depends_on] == want

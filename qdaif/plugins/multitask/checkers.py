@@ -605,6 +605,9 @@ def matches_gold(answer: str, gold: str, *, ordered: bool = True) -> bool:
         return True
     ng = parse_number(g)
     if ng is not None:
+        m = re.search(r"=\s*([^=]+)$", a)  # worked: "9 + 10 = 19"
+        if m and parse_number(m.group(1)) is not None:
+            return abs(parse_number(m.group(1)) - ng) <= 1e-9 * max(1.0, abs(ng))
         nums = _NUM.findall(a)
         words = re.findall(r"[A-Za-z]+", a)
         if len(nums) == 1 and len(words) <= 4:
@@ -621,6 +624,9 @@ def matches_gold(answer: str, gold: str, *, ordered: bool = True) -> bool:
         return bool(first) and first[0] == g and opposite not in first
     if re.fullmatch(r"[a-h]", g):
         return re.fullmatch(rf"\(?{g}\)?(?:[.):]\s*.*|\s+.*)?", a) is not None
+    m = re.match(r"^(?:on|in|at|by|from|to|of)\s+(.*)$", a)
+    if m and _scalar_equal(m.group(1), g):
+        return True  # "on Wednesday" for "Wednesday"
     gi = list_items(gold)
     if len(gi) >= 2:
         ai = list_items(answer)

@@ -27,7 +27,7 @@ from typing import Any
 from qdaif.errors import ConfigError
 from qdaif.plugins.multitask.parsing import dependencies
 
-__all__ = ["read_items", "guess_type"]
+__all__ = ["read_items", "guess_type", "mti_prompt"]
 
 _TYPE_WORDS = [
     ("sort", ("sort", "order", "arrange", "rank")),
@@ -153,3 +153,13 @@ def read_items(path: str | Path, where: str = "domain.settings.items") -> list[d
                     for t, a, d in zip(instructions, answers, deps)]
         out.append({"id": str(inst.get("id", n)), "context": context, "subtasks": subtasks})
     return out
+
+
+def mti_prompt(instance: dict[str, Any]) -> str:
+    """An instance written out as MTI Bench writes its multi-task prompts: preamble, ``#N:`` lines, then the context."""
+    ctx = instance["context"]
+    parts = _ordered_values(ctx)
+    context = "\n\n".join(_text(c) for c in parts) if parts is not None else _text(ctx)
+    instructions = _ordered_values(instance["instructions"]) or []
+    head = _text(instance.get("query") or "Answer each instruction. Put the answer to #N inside <taskN></taskN> tags.")
+    return head + "\n" + "\n".join(f"#{i}: {t}" for i, t in enumerate(instructions, 1)) + "\n\n" + context

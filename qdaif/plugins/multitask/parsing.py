@@ -32,7 +32,7 @@ _ANS = r"(?:answers?|results?|outputs?|responses?|solutions?)"
 # ------------------------------------------------------------------ item markers
 _CANON = re.compile(r"^(?P<indent>\s*)(?P<num>\d{1,2})\s*[.):]\s*(?P<body>\[[^\]]*\].*)$")
 _KW_ITEM = re.compile(rf"^(?P<indent>\s*)(?P<kw>sub-?task|task|step|instruction|question|part|q)\s*(?P<hash>#)?\s*(?P<num>\d{{1,2}})"
-                      r"(?:\s*[.:)\-\u2013\u2014]\s*|\s*$|(?(hash)\s+|(?!)))(?P<body>.*)$", re.I)
+                      r"(?:\s*[.:)\-\u2013\u2014]\s*|\s*$|\s*(?=\()|(?(hash)\s+|(?!)))(?P<body>.*)$", re.I)
 _HASH_ITEM = re.compile(r"^(?P<indent>\s*)#\s*(?P<num>\d{1,2})\s*[.:)\-]?\s+(?P<body>.*)$")
 _NUM_ITEM = re.compile(r"^(?P<indent>\s*)(?P<num>\d{1,2})(?P<p>[.):])\s+(?P<body>.*)$")
 _PAREN_ITEM = re.compile(r"^(?P<indent>\s*)\((?P<num>\d{1,2})\)\s*(?P<body>.*)$")
@@ -158,7 +158,28 @@ def split_items(text: str) -> list[list[Item]]:
         last_blank = False
     if cur:
         blocks.append(cur)
-    return blocks
+    return _merge_interrupted(blocks)
+
+
+def _merge_interrupted(blocks: list[list[Item]]) -> list[list[Item]]:
+    """Joins a numbered block interrupted by another list (options under an instruction) when its numbering goes on."""
+    out: list[list[Item]] = []
+    for block in blocks:
+        merged = False
+        for back in range(len(out) - 1, max(len(out) - 3, -1), -1):
+            prev = out[back]
+            if back < len(out) - 1 and prev[0].style == block[0].style and prev[-1].num is not None and \
+                    block[0].num == prev[-1].num + 1:
+                inner = [it for b in out[back + 1:] for it in b]
+                last = prev[-1]
+                text = " ".join(f"{it.num or '-'}) {it.body}" for it in inner)
+                out[back] = prev[:-1] + [dataclasses.replace(last, body=(last.body + " " + text).strip())] + block
+                del out[back + 1:]
+                merged = True
+                break
+        if not merged:
+            out.append(block)
+    return out
 
 
 def _instruction_like(body: str) -> float:
@@ -284,7 +305,9 @@ _PREVIOUS = [
     re.compile(r"\bthe\s+(?:result|outcome)\b(?!\s+of\s+(?!the\s+(?:previous|last|above)))", re.I),
     re.compile(rf"\byour\s+(?:answer|result|output|response)\b(?!\s+(?:to|of|from|for|in)\s+(?:the\s+)?(?:{_KW}|#|\(|\d|first|"
                r"second|third|fourth|fifth|sixth))", re.I),
-    re.compile(r"\bwhat\s+you\s+(?:just\s+)?(?:found|computed|calculated|got|wrote|gave|obtained|chose|picked|selected)\b", re.I),
+    re.compile(r"\b(?:what|the\s+(?:\w+\s+){0,2}?\w+|that\s+\w+|those\s+\w+|it)\s+(?:that\s+)?you\s+(?:just\s+|have\s+)?"
+               r"(?:found|computed|calculated|got|wrote|written|gave|given|obtained|chose|chosen|picked|selected|identified|"
+               r"extracted|listed|named|made|created|translated|sorted|counted)\b", re.I),
 ]
 
 
