@@ -7,8 +7,7 @@ Two kinds of file (no LM is used):
 - A JSONL of hand-written prompts, one object a line: ``prompt``, ``num_subtasks``,
   ``depth``, ``subtasks`` (``instruction``, ``depends_on``, ``answer``),
   ``correct_response``, ``one_wrong_response``, ``wrong_index`` (the sub-task the wrong
-  response gets wrong; 0- or 1-based, told apart per file: a file where some index is 0
-  or none equals ``num_subtasks`` is 0-based). Per prompt: sub-task count right, dependency
+  response gets wrong, 1-based; ``--zero-based`` for files that count from 0). Per prompt: sub-task count right, dependency
   depth right (:func:`qdaif.plugins.multitask.parsing.parse_prompt`); the correct response
   passes every sub-task; the one-wrong response fails exactly the wrong one (answers read
   by :func:`~qdaif.plugins.multitask.checkers.extract_answers`, checked against the gold
@@ -39,10 +38,8 @@ def _depth(deps: list[list[int]]) -> int:
     return max(out, default=0)
 
 
-def eval_prompts(rows: list[dict]) -> dict:
+def eval_prompts(rows: list[dict], zero_based: bool = False) -> dict:
     """Count, depth, correct-passes-all and one-wrong-fails-exactly-one over hand-written prompts."""
-    zero_based = any(int(r["wrong_index"]) == 0 for r in rows) or not any(
-        int(r["wrong_index"]) == int(r["num_subtasks"]) for r in rows)
     per = []
     for r in rows:
         parsed = parse_prompt(r["prompt"])
@@ -111,13 +108,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("files", nargs="+")
     ap.add_argument("--json", help="write the per-item results here")
+    ap.add_argument("--zero-based", action="store_true", help="wrong_index counts from 0")
     args = ap.parse_args(argv)
     out = {}
     for f in args.files:
         path = Path(f)
         if path.suffix == ".jsonl":
             rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
-            res = eval_prompts(rows)
+            res = eval_prompts(rows, zero_based=args.zero_based)
             print(f"{path.name}: {res['n']} prompts | count right {res['count_right']}/{res['n']} | depth right "
                   f"{res['depth_right']}/{res['n']} | correct response passes all {res['correct_passes_all']}/{res['n']} | "
                   f"one-wrong fails exactly it {res['one_wrong_fails_exactly_it']}/{res['n']}")
