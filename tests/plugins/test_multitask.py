@@ -48,13 +48,18 @@ def test_shipped_items_are_enough_and_varied():
 
 
 @pytest.mark.parametrize("item", load_items(), ids=lambda it: it["id"])
-def test_seed_items_round_trip_and_match_their_references(item):
+def test_seed_items_round_trip_and_match_their_references(item, domain):
     g = _genome_of_item(item)
     assert g.k == len(item["subtasks"])  # the items are canonical: repair keeps every sub-task
     assert [s.instruction for s in g.subtasks] == [s["instruction"] for s in item["subtasks"]]
-    assert parse_text(g.render()) == g
+    plain = parse_text(g.render())  # the text holds no gold answers; the plugin finds them again
+    assert plain.to_dict() == {**g.to_dict(), "subtasks": [{k: v for k, v in s.items() if k != "answer"}
+                                                           for s in g.to_dict()["subtasks"]]}
+    assert Plugin(domain=domain).genome(g.render()) == g
     for spec, ref in zip(item["subtasks"], references(g)):
-        if "reference" in spec:
+        if "answer" in spec:
+            assert ref.match == "gold" and ref.value == spec["answer"]
+        elif "reference" in spec:
             value = list(ref.value) if isinstance(ref.value, tuple) else ref.value
             if ref.match == "unordered":
                 assert sorted(value) == sorted(spec["reference"])
@@ -300,7 +305,7 @@ def archive_with(domain, texts):
 def test_mutation_proposals_parse_to_valid_genomes_even_from_garbage(domain):
     plugin = Plugin(domain=domain)
     archive = archive_with(domain, one_per_cell(domain.seeds, 6))
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(3)  # a seed whose 60 draws hit every operator (add_subtask dominates)
     proposals = plugin.mutate(archive, rng, 60)
     assert {p.operator for p in proposals} == set(OPERATORS)
     for p in proposals:
@@ -340,12 +345,16 @@ def test_a_usable_lm_line_is_kept_and_a_computable_line_must_follow_a_template(d
     plugin = Plugin(domain=with_settings(domain, crossover_rate=0.0))
     archive = archive_with(domain, one_per_cell(domain.seeds, 3))
     props = [p for p in plugin.mutate(archive, np.random.default_rng(2), 80) if p.operator in ("add_subtask", "retype_subtask")]
-    judged = next(p for p in props if p.meta["type"] in ("qa", "generate", "transform", "classify"))
-    line = " Which word of the context is the longest? Answer in <task9></task9> tags.\n2. [qa] more"
+    judged = next(p for p in props if p.meta["type"] == "generate")  # free generation: the only judged type
+    line = " Write a riddle about the context. Answer in <task9></task9> tags.\n2. [qa] more"
     child = parse_text(plugin.parse(judged, line))
     slot = judged.meta["slot"]
-    assert child.subtasks[slot - 1].instruction == "Which word of the context is the longest?"
+    assert child.subtasks[slot - 1].instruction == "Write a riddle about the context."
     assert judged.prompt.endswith("]") and judged.prompt.count("Multi-task prompt:") == 4
+    # a qa line that no code can answer falls back to a generated lookup that carries a reference
+    qa = next(p for p in props if p.meta["type"] in ("qa", "classify", "transform") and not p.meta["depends_on"])
+    fell = parse_text(plugin.parse(qa, " Which word of the context is the most beautiful?"))
+    assert fell.render() == qa.meta["fallback"] and references(fell)[qa.meta["slot"] - 1] is not None
     computable = next(p for p in props if p.meta["type"] in ("sort", "count", "arithmetic", "select") and not p.meta["depends_on"])
     off_template = parse_text(plugin.parse(computable, " Do some maths with the numbers please."))
     assert off_template.render() == computable.meta["fallback"]
@@ -403,3 +412,244 @@ def test_multitask_run_on_the_embedded_model(tmp_path):
     assert all(0.0 <= h["quality"] <= 1.0 and h["genome"]["k"] == len(h["genome"]["subtasks"]) for h in history)
     assert all(e["genome"]["k"] == e["cell"][0] + 1 and e["genome"]["depth"] == e["cell"][1] for e in elites)
     assert metrics[-1]["feasible_coverage"] == pytest.approx(len(elites) / 15)
+
+
+# ------------------------------------------------------- user-written prompts (issue 11)
+from pathlib import Path  # noqa: E402
+
+from qdaif.plugins.multitask.checkers import gold_reference, matches_gold  # noqa: E402
+from qdaif.plugins.multitask.parsing import dependencies, parse_prompt  # noqa: E402
+
+DEV = [json.loads(x) for x in (Path(__file__).parent / "data" / "multitask_dev.jsonl").read_text().splitlines() if x.strip()]
+
+
+@pytest.mark.parametrize("row", DEV, ids=lambda r: r["id"])
+def test_dev_prompts_parse_to_their_count_and_depth(row):
+    p = parse_prompt(row["prompt"])
+    assert (p.k, p.depth) == (row["num_subtasks"], row["depth"]), row["note"]
+    assert [list(d) for d in p.depends_on] == [s["depends_on"] for s in row["subtasks"]]
+
+
+@pytest.mark.parametrize("row", DEV, ids=lambda r: r["id"])
+def test_dev_correct_response_passes_and_one_wrong_fails_exactly_that_subtask(row):
+    k = row["num_subtasks"]
+    refs = [gold_reference(s["answer"], s["instruction"]) for s in row["subtasks"]]
+    for reply, want in ((row["correct_response"], [True] * k),
+                        (row["one_wrong_response"], [i + 1 != row["wrong_index"] for i in range(k)])):  # 1-based
+        got = [check(r, a, reply) for r, a in zip(refs, extract_answers(reply, k))]
+        assert got == want, reply
+
+
+def test_dev_set_covers_what_the_issue_names():
+    assert len(DEV) >= 12
+    prompts = "\n".join(r["prompt"] for r in DEV)
+    for marker in ("\n1. ", "\n1) ", "Step #1:", "Step 1:", "Task 1:", "Instruction 1:", "\n- ", "#1:", "(1) ", "Q1:"):
+        assert marker in prompts, marker
+    assert any(len(r["prompt"]) > 1500 for r in DEV)
+    assert any("<task1/>" in r["correct_response"] for r in DEV) and any("</task1>" in r["correct_response"] for r in DEV)
+    assert any(r["correct_response"].count("\n") >= 2 for r in DEV)  # one answer per line
+
+
+@pytest.mark.parametrize("instruction, index, deps", [
+    ("Add 10 to your answer to task 1.", 2, [1]),
+    ("Use the output of instruction 2 in a sentence.", 3, [2]),
+    ("Divide the result of step #2 by 3.", 3, [2]),
+    ("Divide the result of step 2 by 3.", 3, [2]),
+    ("Subtract 6 from the answer to 1.", 3, [1]),
+    ("Multiply your answer to task 2 by your answer to task 1.", 3, [1, 2]),
+    ("Multiply the previous result by 3.", 3, [2]),
+    ("Is the previous answer even?", 4, [3]),
+    ("Using steps 1 and 2, give the total.", 3, [1, 2]),
+    ("Sum the numbers you picked in #1.", 2, [1]),
+    ("Subtract the first task's answer from 10.", 3, [1]),
+    ("Double the number from (1).", 2, [1]),
+    ("Compute 3 + 4 * 2.", 2, []),  # no reference
+    ("Which of 0.5 or 2.5 is larger?", 3, []),
+    ("What happened in step 4 of the recipe?", 2, []),  # a later step is no dependency
+    ("Repeat the previous answer.", 1, []),  # nothing before the first sub-task
+])
+def test_each_dependency_wording(instruction, index, deps):
+    assert dependencies(instruction, index) == deps
+
+
+@pytest.mark.parametrize("text, k, depth", [
+    ("Step #1: Count the apples.\nStep #2: Double the result of step #1.\nStep #3: Add 1 to the answer to step #2.\n\nContext: 3 apples.",
+     3, 2),
+    ("Task 3: Name a colour.\nTask 4: Spell task 3's colour backwards.", 2, 1),  # numbering need not start at 1
+    ("Instruction 1: Pick a word.\nInstruction 2: Count the letters in the answer to instruction 1.", 2, 1),
+    ("Do this: (1) count the words, (2) double the number from 1, and (3) say if the previous answer is even.", 3, 2),
+    ("## Step 1\nCompute 3 + 4.\n## Step 2\nMultiply the result of step 1 by 2.", 2, 1),
+    ("Tasks:\n**Task 1:** Name the city.\n**Task 2:** Spell your answer to task 1 backwards.\n\nContext: I live in Rome.", 2, 1),
+    ("Read this:\n1. Tom is 12.\n2. Ann is 15.\n3. Bo is 9.\n\nNow:\n1. Who is the oldest?\n2. How old is the person from your "
+     "answer to 1?\n3. Subtract Bo's age from the previous answer.", 3, 2),
+])
+def test_parser_marker_styles(text, k, depth):
+    p = parse_prompt(text)
+    assert (p.k, p.depth) == (k, depth)
+
+
+def test_a_numbered_list_inside_the_context_stays_in_the_context():
+    text = ("Context: The club's rules:\n1. Arrive by nine.\n2. Bring a racket.\n3. Pay 4 pounds.\n\n"
+            "1. Which rule is about money?\n2. What is the fee in your answer to task 1, in pounds?\n"
+            "Put each answer in <taskN></taskN> tags.")
+    p = parse_prompt(text)
+    assert p.instructions == ("Which rule is about money?", "What is the fee in your answer to task 1, in pounds?")
+    assert "1. Arrive by nine." in p.context and "3. Pay 4 pounds." in p.context and p.depth == 1
+    g = parse_text(text)
+    assert g.k == 2 and "2. Bring a racket." in g.context and parse_text(g.render()) == g
+
+
+def test_a_long_context_is_kept_and_refused_only_beyond_the_model_context(domain, tmp_path):
+    context = " ".join(f"Sentence {i} says that the river is {i} metres wide." for i in range(60))
+    assert len(context) > 1500
+    g = parse_text(f"Context: {context}\n1. [count] Count the words in the context.")
+    assert g is not None and g.context == context and references(g)[0].value == len(context.split())
+    items = tmp_path / "items.json"
+    items.write_text(json.dumps([{"id": "long", "context": context, "instructions": ["How wide is the river in sentence 3?"],
+                                  "answers": ["3 metres"]}]))
+    assert Plugin.items({"items": str(items)})[0]["context"] == context
+    with pytest.raises(ConfigError, match=r"item 'long' is about \d+ tokens.*max_context_tokens") as e:
+        Plugin.items({"items": str(items), "max_context_tokens": 500})
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("reply", [
+    "<task1>9</task1> <task2>19</task2>",
+    "<task1>9<task1/>\n<task2>19<task2/>",
+    "<task1>9</task1>\n\n<task2>19</task2>\n",
+    "< TASK1 >9</ task1 >\nSome words. <Task2> 19 </TASK2>",
+    "<task1>9<task1>\n<task2>19<task2>",
+])
+def test_both_tag_forms_case_whitespace_and_lines(reply):
+    assert extract_answers(reply, 2) == ["9", "19"]
+
+
+def test_multi_line_answers_and_missing_tags():
+    assert extract_answers("<task1>line one\nline two</task1>", 1) == ["line one\nline two"]
+    assert extract_answers("no tags at all", 2) == [None, None]
+
+
+@pytest.mark.parametrize("answer, gold, ordered, passes", [
+    ("12", "12.0", True, True), ("12.0", "12", True, True), ("twelve", "12", True, True), ("$1,200", "1200", True, True),
+    ("The answer is 12.", "12", True, True), ("12 apples", "12", True, True), ("13", "12", True, False),
+    ("12 or 13", "12", True, False), ("120", "12", True, False), ("Paris.", "paris", True, True), ("  PARIS ", "Paris", True, True),
+    ("the plant stall", "plant stall", True, True), ("plant", "plant stall", True, False), ("Yes, it is.", "yes", True, True),
+    ("no", "yes", True, False), ("yes and no", "yes", True, False), ("B) Paris", "B", True, True), ("C", "B", True, False),
+    ("5 7 12 30", "5, 7, 12, 30", True, True), ("5; 7; 12; 30", "5, 7, 12, 30", True, True),
+    ("5 > 7 > 12 > 30", "5, 7, 12, 30", True, True), ("[5, 7, 12, 30]", "5, 7, 12, 30", True, True),
+    ("5\n7\n12\n30", "5, 7, 12, 30", True, True), ("7, 5, 12, 30", "5, 7, 12, 30", True, False),
+    ("11 and 7", "7, 11", False, True), ("7, 11, 9", "7, 11", False, False), ("(3)-(4)-(2)-(1)", "3, 4, 2, 1", True, True),
+    ("3 dollars", "3", True, True), ("3", "3 dollars", True, True), ("4", "3 dollars", True, False), ("", "3", True, False),
+])
+def test_gold_answer_normalisation(answer, gold, ordered, passes):
+    assert matches_gold(answer, gold, ordered=ordered) is passes
+
+
+def test_gold_references_add_the_instructions_constraints():
+    ref = gold_reference("twenty-one", "Write the previous answer as a word, in lowercase letters.")
+    assert check(ref, "twenty-one") and not check(ref, "Twenty-One") and not check(ref, "twenty")
+    free = gold_reference("Summer Fair", "Write a title for the text in at most three words.")
+    assert check(free, "Lanterns by Night") and not check(free, "A very long title for the text")
+    assert gold_reference("3, 1, 2", "Sort the numbers.").ordered and not gold_reference("7, 11", "Pick the primes.").ordered
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_every_generated_subtask_but_free_generation_carries_a_reference(seed):
+    rng = np.random.default_rng(seed)
+    context = "A bakery sold 14 loaves on Monday, 9 on Tuesday and 21 on Wednesday."
+    for typ in TYPES:
+        if typ == "generate":
+            continue
+        st = gen.make_subtask(typ, rng, context)
+        assert reference_of(st, context, []) is not None, (typ, st.instruction)
+    first = gen.make_subtask("arithmetic", rng, context)
+    refs = [reference_of(first, context, [])]
+    for typ in ("arithmetic", "classify", "format", "qa", "transform", "sort", "count", "select"):
+        st = gen.chained_subtask(rng, 1, refs[0], typ) or gen.chained_subtask(rng, 1, refs[0], None)
+        assert reference_of(st, context, refs) is not None, (typ, st.instruction)
+
+
+@pytest.mark.parametrize("instruction, context, answer, passes", [
+    ("What is word number 3 of the context?", "The old mill stands here.", "mill", True),
+    ("What is the largest number in the context?", "Scores: 4, 19, 7.", "19", True),
+    ("Which word comes right after 'old' in the context?", "The old mill stands here.", "Mill.", True),
+    ("Does the context contain the word 'mill'? Answer yes or no.", "The old mill stands here.", "Yes", True),
+    ("Does the context mention the number 5? Answer yes or no.", "Scores: 4, 19, 7.", "yes", False),
+    ("Add up all the numbers in the context.", "Scores: 4, 19, 7.", "30", True),
+    ("Write the word 'lantern' backwards.", "", "nretnal", True),
+    ("Reverse the order of the items in the list red, tan, blue.", "", "blue, tan, red", True),
+    ("Write the first word of the context in capital letters.", "The old mill.", "the", False),
+])
+def test_context_lookups_facts_and_exact_rewrites(instruction, context, answer, passes):
+    ref = reference_of(SubTask("qa", instruction), context, [])
+    assert ref is not None and check(ref, answer) is passes
+
+
+def test_one_answer_per_line_keeps_every_answer_and_gold_needs_no_judge(domain, tmp_path):
+    items = tmp_path / "mti.json"
+    items.write_text(json.dumps([{"id": "a", "context": "Prices: 12, 7, 30, 5",
+                                  "instructions": ["Which price is the largest?", "Halve your answer to task 1.",
+                                                   "Write a short slogan for the shop."],
+                                  "answers": ["30", "15", "Fresh every day"], "dependent": [False, True, False]}]))
+    plugin = Plugin(domain=with_settings(domain, items=str(items)))
+    text = Plugin.default_seeds({"items": str(items)})[0]
+    assert parse_text(text).depth == 1
+    lm = CannedLM(reply="<task1>30</task1>\n<task2>15.0</task2>\n<task3>Fresh bread</task3>", first=0.0)
+    stops = []
+    orig = lm.generate
+    lm.generate = lambda prompts, **kw: stops.append(kw["stop"]) or orig(prompts, **kw)
+    ev = plugin.evaluate([text], [Proposal("p", "x", ())], lm=lm, judge_lm=lm, seed=0)
+    assert "\n" not in stops[0]  # the reply is never cut at a line break
+    d = ev.details[0]
+    # every imported sub-task has a gold answer, so no judge is asked: a free slogan too is held to it (MTI's exact match)
+    assert [s["by"] for s in d["subtasks"]] == ["gold"] * 3 and [s["pass"] for s in d["subtasks"]] == [True, True, False]
+    assert lm.score_calls == [1]  # W only
+    assert plugin.record(text)["genome"]["subtasks"][1]["answer"] == "15"
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "no such file"),
+    ("[{\"context\": 1,", "not valid JSON \\(line 1"),
+    ("{\"a\": 1}", "instance 1 is not a JSON object"),
+    ("[{\"context\": \"c\", \"instructions\": [\"x\", \"y\"], \"answers\": [\"1\"]}]", "2 instructions but 1 answers"),
+    ("[{\"context\": \"c\", \"answers\": [\"1\"]}]", "missing 'instructions'"),
+    ("[{\"context\": \"c\", \"instructions\": [\"x\"], \"answers\": [\"1\"], \"dependent\": \"yes\"}]", "'dependent' must be"),
+    ("[]", "non-empty JSON list"),
+])
+def test_bad_items_files_are_one_line_errors(domain, tmp_path, content, message):
+    path = tmp_path / "items.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ConfigError, match=message) as e:
+        Plugin(domain=with_settings(domain, items=str(path)))
+    assert "\n" not in str(e.value) and str(e.value).startswith("domain multitask.settings.items")
+
+
+def test_items_file_runs_from_the_cli(tmp_path):
+    items = tmp_path / "mti.json"
+    items.write_text(json.dumps([{"id": f"i{n}", "context": f"Box {n} holds {n + 3} marbles.",
+                                  "instructions": [f"How many marbles are in box {n}?", "Add 2 to the previous answer."],
+                                  "answers": [str(n + 3), str(n + 5)], "dependent": True} for n in range(4)]))
+    run_cli("run", "domain=multitask", "model=scripted_fake", f"domain.settings.items={items}", "iterations=1",
+            "batch_size=2", "init_evaluations=2", "hydra.run.dir=out", "progress=false", cwd=tmp_path, check=True)
+    history = rows(tmp_path / "out" / HISTORY)
+    assert history and all(h["genome"]["k"] >= 1 for h in history)
+
+
+MTI_DEV = json.loads((Path(__file__).parent / "data" / "mti_dev_items.json").read_text())
+
+
+@pytest.mark.parametrize("inst", MTI_DEV, ids=lambda i: i["id"])
+def test_mti_style_items_import_and_parse_back(inst, tmp_path):
+    from qdaif.plugins.multitask.items import mti_prompt, read_items
+
+    path = tmp_path / "one.json"
+    path.write_text(json.dumps([inst]))
+    item = read_items(path)[0]
+    n, dep = len(inst["instructions"]), inst["dependent"]
+    want = [[i] if dep and i else [] for i in range(n)] if isinstance(dep, bool) else \
+        [[i] if d and i else [] for i, d in enumerate(dep)] if all(isinstance(d, bool) for d in dep) else dep
+    assert [s["depends_on"] for s in item["subtasks"]] == want
+    assert [s["answer"] for s in item["subtasks"]] == inst["answers"]
+    p = parse_prompt(mti_prompt(inst))
+    assert p.k == n and [list(d) for d in p.depends_on] == want

@@ -3,12 +3,17 @@
 Each generator returns a :class:`~qdaif.plugins.multitask.genome.SubTask` whose
 instruction follows a checker template, and the expected answer computed here
 directly (not through the checkers), so tests can compare the two. Judged types get a
-small bank of context-generic instructions. The mutation operators use these as the
-deterministic fallback when the LM's line is unusable.
+reference-carrying pools too: ``qa`` looks things up in the context (word number N, the
+first/largest number...), ``classify`` asks yes/no facts of the context or of an earlier
+answer, ``transform`` asks exact rewrites (a word backwards, a list reversed). Only
+``generate`` (free generation) has no reference and is left to the ``followed`` judge.
+The mutation operators use these as the deterministic fallback when the LM's line is
+unusable.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -16,7 +21,7 @@ import numpy as np
 from qdaif.plugins.multitask.genome import COMPUTABLE_TYPES, JUDGED_TYPES, Genome, SubTask
 
 __all__ = ["arithmetic", "sort_list", "select_from_list", "count_items", "format_task", "judged", "make_subtask",
-           "chained_subtask", "random_genome", "WORDS"]
+           "chained_subtask", "random_genome", "lookup", "fact", "rewrite", "WORDS"]
 
 WORDS = ("apple", "river", "candle", "zebra", "maple", "orbit", "lantern", "pebble", "violin", "harbor", "tulip",
          "meadow", "copper", "falcon", "basket", "quartz", "saddle", "ember", "glacier", "walnut", "biscuit", "dune")
@@ -157,8 +162,76 @@ _JUDGED_DEP = {
 }
 
 
+def _context_words(context: str) -> list[str]:
+    return [w.strip("'-") for w in re.findall(r"[A-Za-z0-9][A-Za-z0-9'-]*", context)]
+
+
+def lookup(rng: np.random.Generator, context: str) -> SubTask:
+    """A ``qa`` lookup in the context whose answer code can read off (a word by position, a number)."""
+    words = _context_words(context)
+    nums = re.findall(r"(?<![\w.])\d+(?![\w.]\d)", context)
+    options = []
+    if words:
+        n = int(rng.integers(1, min(len(words), 12) + 1))
+        options += [f"What is word number {n} of the context?", "What is the first word of the context?",
+                    "What is the last word of the context?"]
+        low = [w.lower() for w in words[:-1]]
+        unique = [w for w in low if low.count(w) == 1 and re.fullmatch(r"[a-z]+", w) and len(w) > 3]
+        if unique:
+            options.append(f"Which word comes right after '{unique[int(rng.integers(len(unique)))]}' in the context?")
+    if nums:
+        options += ["What is the first number mentioned in the context?", "What is the largest number in the context?"]
+    if len(nums) >= 2:
+        options += ["List the numbers in the context in the order they appear.", "Add up all the numbers in the context."]
+    if not options:
+        return SubTask("qa", "How many sentences does the context have?")
+    return SubTask("qa", options[int(rng.integers(len(options)))])
+
+
+def fact(rng: np.random.Generator, context: str, dep: tuple[int, Any] | None = None) -> SubTask | None:
+    """A ``classify`` yes/no question about the context (or about sub-task j's numeric answer)."""
+    if dep is not None:
+        j, value = dep
+        if not isinstance(value, int):
+            return None
+        if rng.integers(2):
+            return SubTask("classify", f"Is your answer to task {j} an {'even' if rng.integers(2) else 'odd'} number? "
+                                       "Answer yes or no.", (j,))
+        return SubTask("classify", f"Is your answer to task {j} greater than {int(value) + int(rng.integers(-5, 6))}? "
+                                   "Answer yes or no.", (j,))
+    words = [w for w in _context_words(context) if re.fullmatch(r"[A-Za-z]+", w) and len(w) > 3]
+    kind = int(rng.integers(3))
+    if kind == 0 and words:
+        word = str(rng.choice(words)).lower() if rng.integers(2) else str(rng.choice(WORDS))
+        return SubTask("classify", f"Does the context contain the word '{word}'? Answer yes or no.")
+    nums = re.findall(r"(?<![\w.])\d+(?![\w.]\d)", context)
+    if kind == 1 and nums:
+        n = int(rng.choice(nums)) if rng.integers(2) else int(rng.integers(1, 40))
+        return SubTask("classify", f"Does the context mention the number {n}? Answer yes or no.")
+    n = max(1, len(context.split()) + int(rng.integers(-4, 5)))
+    return SubTask("classify", f"Does the context have more than {n} words? Answer yes or no.")
+
+
+def rewrite(rng: np.random.Generator, dep: tuple[int, Any] | None = None) -> SubTask | None:
+    """A ``transform`` with one exact result: a word backwards, initials of a list, a list reversed."""
+    if dep is not None:
+        j, value = dep
+        if isinstance(value, tuple):
+            return SubTask("transform", f"Reverse the order of the items in your answer to task {j}.", (j,))
+        if isinstance(value, str) and re.fullmatch(r"[A-Za-z]+", value):
+            return SubTask("transform", f"Write your answer to task {j} backwards.", (j,))
+        return None
+    kind = int(rng.integers(3))
+    if kind == 0:
+        return SubTask("transform", f"Write the word '{rng.choice(WORDS)}' backwards.")
+    words = [str(w) for w in rng.choice(WORDS, size=int(rng.integers(3, 6)), replace=False)]
+    if kind == 1:
+        return SubTask("transform", f"Write the first letter of each word in the list {_join(words)} as one word.")
+    return SubTask("transform", f"Reverse the order of the items in the list {_join(words)}.")
+
+
 def judged(kind: str, rng: np.random.Generator, dep: int | None = None) -> SubTask:
-    """A context-generic instruction of a judged type (qa, classify, transform, generate)."""
+    """A context-generic instruction without a reference (only ``generate`` uses these by default)."""
     if dep is not None:
         return SubTask(kind, _JUDGED_DEP[kind].format(j=dep), (dep,))
     bank = _JUDGED[kind]
@@ -177,14 +250,28 @@ def chained_subtask(rng: np.random.Generator, j: int, ref: Any, kind: str | None
     if ref is None or ref.match == "format":
         return None
     value = ref.value
+    if ref.match == "gold":  # a gold answer chains as the number or list it is
+        from qdaif.plugins.multitask.checkers import _dep_int, _dep_list
+
+        n = _dep_int(ref)
+        value = n if n is not None else _dep_list(ref)
+        if value is None:
+            return format_task(rng, (j, str(ref.value)))[0] if kind in (None, "format") else None
+        ref = type(ref)(value, "exact" if isinstance(value, int) else "ordered")
     if isinstance(value, int) and ref.match == "exact":
         if kind in (None, "arithmetic"):
             return arithmetic(rng, (j, value))[0]
         if kind == "format":
             return format_task(rng, (j, value))[0]
+        if kind == "classify":
+            return fact(rng, "", (j, value))
         return None
     if isinstance(value, tuple):
         choices = {"sort": sort_list, "select": select_from_list, "count": count_items}
+        if kind == "transform":
+            return rewrite(rng, (j, value))
+        if kind == "qa" and all(isinstance(v, int) for v in value):
+            kind = "select"
         if kind is None:
             kind = str(rng.choice(["sort", "count", "select"] if all(isinstance(v, int) for v in value) else ["sort", "count"]))
         if kind == "format":
@@ -195,6 +282,8 @@ def chained_subtask(rng: np.random.Generator, j: int, ref: Any, kind: str | None
         return None if out is None else out[0]
     if kind == "format":
         return format_task(rng, (j, value))[0]
+    if kind == "transform":
+        return rewrite(rng, (j, value))
     return None
 
 
@@ -210,6 +299,12 @@ def make_subtask(kind: str, rng: np.random.Generator, context: str = "") -> SubT
         return count_items(rng, context=context)[0]
     if kind == "format":
         return format_task(rng, context=context)[0]
+    if kind == "qa":
+        return lookup(rng, context)
+    if kind == "classify":
+        return fact(rng, context)
+    if kind == "transform":
+        return rewrite(rng)
     if kind in JUDGED_TYPES:
         return judged(kind, rng)
     raise ValueError(f"unknown sub-task type {kind!r}")
@@ -235,7 +330,7 @@ def random_genome(rng: np.random.Generator, k: int, depth: int) -> Genome:
         if 0 < i <= depth:
             st = chained_subtask(rng, i, refs[i - 1])
             if st is None:
-                st = judged(str(rng.choice(JUDGED_TYPES)), rng, dep=i)
+                st = format_task(rng, (i, None))[0]
         while st is None or any(s.instruction == st.instruction for s in subtasks):
             start = sort_list(rng)[0] if (i == 0 and depth > 0) else None
             st = start or make_subtask(str(rng.choice(COMPUTABLE_TYPES + JUDGED_TYPES)), rng, context)

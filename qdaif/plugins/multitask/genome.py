@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
+
+from qdaif.plugins.multitask.parsing import dependencies, explicit_refs, parse_prompt, rewrite_refs
 
 __all__ = ["TYPES", "COMPUTABLE_TYPES", "JUDGED_TYPES", "MAX_SUBTASKS", "SubTask", "Genome", "RawTask", "parse_text",
            "repair", "normalize_type", "tag_clause", "LMX_HEADER"]
@@ -28,8 +30,7 @@ COMPUTABLE_TYPES = ("arithmetic", "sort", "select", "count", "format")
 JUDGED_TYPES = ("qa", "classify", "transform", "generate")
 TYPES = COMPUTABLE_TYPES + JUDGED_TYPES
 MAX_SUBTASKS = 5
-MAX_INSTRUCTION_CHARS = 300
-MAX_CONTEXT_CHARS = 500
+MAX_INSTRUCTION_CHARS = 1000
 #: What precedes each genome in few-shot (LMX) prompts.
 LMX_HEADER = "Multi-task prompt:"
 
@@ -44,10 +45,8 @@ _ALIASES = {
     "paraphrase": "transform", "write": "generate", "title": "generate", "create": "generate", "generation": "generate",
 }
 
-_LINE = re.compile(r"^\s*(?:#\s*|task\s*)?(\d{1,2})\s*[.):]\s*(?:\[([^\]]*)\])?\s*(.*)$", re.I)
 _TAG = re.compile(r"<\s*/?\s*task\s*\d*\s*/?\s*>?", re.I)
 _TRAILING_CLAUSE = re.compile(r"\s*\b(?:answer|reply|respond|write|put|give|place)\b[^.?!]*$", re.I)
-_MENTION = re.compile(r"\btask\s+(\d{1,2})\b", re.I)
 _WS = re.compile(r"\s+")
 
 
@@ -77,9 +76,13 @@ class SubTask:
     type: str
     instruction: str
     depends_on: tuple[int, ...] = ()
+    answer: str | None = None  # a gold answer (seed items, imported benchmarks); not part of the text
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": self.type, "instruction": self.instruction, "depends_on": list(self.depends_on)}
+        d = {"type": self.type, "instruction": self.instruction, "depends_on": list(self.depends_on)}
+        if self.answer is not None:
+            d["answer"] = self.answer
+        return d
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +111,7 @@ class Genome:
 
     def render(self) -> str:
         """The text form (what the archive stores and the target model answers)."""
-        lines = [f"Context: {self.context}"]
+        lines = [f"Context: {self.context}"]  # a context may span lines
         for i, st in enumerate(self.subtasks, 1):
             uses = f"; uses {', '.join(str(j) for j in st.depends_on)}" if st.depends_on else ""
             lines.append(f"{i}. [{st.type}{uses}] {st.instruction} {tag_clause(i)}")
@@ -121,7 +124,8 @@ class Genome:
     def from_dict(cls, d: dict[str, Any]) -> "Genome":
         """Builds a genome from :meth:`to_dict`'s form, without repairing it."""
         return cls(context=str(d["context"]), subtasks=tuple(
-            SubTask(type=str(s["type"]), instruction=str(s["instruction"]), depends_on=tuple(int(j) for j in s.get("depends_on", ())))
+            SubTask(type=str(s["type"]), instruction=str(s["instruction"]), depends_on=tuple(int(j) for j in s.get("depends_on", ())),
+                    answer=None if s.get("answer") is None else str(s["answer"]))
             for s in d["subtasks"]))
 
 
@@ -133,17 +137,23 @@ class RawTask:
     type: str
     instruction: str
     depends_on: tuple[int, ...] = ()
+    answer: str | None = None
 
 
 def clean_context(text: str) -> str:
-    """One line, no tags, no leading ``Context:``, at most 500 characters ('' if too long)."""
-    text = _TAG.sub(" ", str(text)).replace("###", " ").replace("<", " ").replace(">", " ")
-    text = _WS.sub(" ", text).strip()
+    """No tags, no leading ``Context:``; lines kept (spaces collapsed, at most one blank line in a row).
+
+    Any length is kept: whether a prompt fits the model is the plugin's check
+    (``settings.max_context_tokens``).
+    """
+    text = _TAG.sub(" ", str(text).replace("\r", "")).replace("###", " ").replace("<", " ").replace(">", " ")
+    lines = [re.sub(r"[ \t\f\v]+", " ", ln).strip() for ln in text.split("\n")]
+    text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
     if text.lower().startswith(LMX_HEADER.lower()):
         text = text[len(LMX_HEADER):].strip()
     if text.lower().startswith("context:"):
         text = text[len("context:"):].strip()
-    return text if len(text) <= MAX_CONTEXT_CHARS else ""
+    return text
 
 
 def clean_instruction(text: str) -> str:
@@ -162,8 +172,8 @@ def clean_instruction(text: str) -> str:
 
 
 def mentions(instruction: str) -> list[int]:
-    """Task numbers an instruction refers to ("your answer to task 2")."""
-    return [int(m) for m in _MENTION.findall(instruction)]
+    """Task numbers an instruction refers to ("your answer to task 2", "step #2", "the answer to 2")."""
+    return [n for _, _, n in explicit_refs(instruction)]
 
 
 def _infer_type(instruction: str) -> str:
@@ -172,20 +182,22 @@ def _infer_type(instruction: str) -> str:
     return match_type(instruction) or "generate"
 
 
-def repair(context: str, tasks: Sequence[RawTask]) -> Genome | None:
+def repair(context: str, tasks: Sequence[RawTask], limit: int = MAX_SUBTASKS) -> Genome | None:
     """Makes a canonical genome from sub-tasks as written, or ``None`` when nothing usable is left.
 
     Rules, in order: clean the context (required) and each instruction; drop empty or
     duplicate sub-tasks; map unknown type names to a synonym or to the type the
     instruction's template implies (else ``generate``); drop sub-tasks whose
     instruction mentions a task that is missing or not earlier (repeatedly, as drops
-    cascade); keep the first five; renumber 1..k, rewriting "task N" mentions and
-    dependencies to the new numbers, adding every mentioned task to ``depends_on`` and
-    dropping dependencies on later or missing tasks.
+    cascade); keep the first ``limit``; renumber 1..k, rewriting "task N" mentions and
+    dependencies to the new numbers, adding every mentioned task (and the previous one
+    for "the previous answer") to ``depends_on`` and dropping dependencies on later or
+    missing tasks.
 
     Args:
         context: The shared context.
         tasks: Sub-tasks with the numbers their text uses (duplicates: the first counts).
+        limit: The most sub-tasks kept (the archive's grid holds 1..5).
     """
     context = clean_context(context)
     if not context:
@@ -198,7 +210,8 @@ def repair(context: str, tasks: Sequence[RawTask]) -> Genome | None:
             continue
         seen.add(instr.lower())
         typ = normalize_type(t.type) or _infer_type(instr)
-        items.append(RawTask(num=int(t.num), type=typ, instruction=instr, depends_on=tuple(int(j) for j in t.depends_on)))
+        items.append(RawTask(num=int(t.num), type=typ, instruction=instr, depends_on=tuple(int(j) for j in t.depends_on),
+                             answer=t.answer))
     changed = True
     while changed:
         changed = False
@@ -212,17 +225,19 @@ def repair(context: str, tasks: Sequence[RawTask]) -> Genome | None:
             else:
                 changed = True
         items = kept
-    items = items[:MAX_SUBTASKS]
+    items = items[:limit]
     if not items:
         return None
     pos = {}
     for idx, it in enumerate(items):
         pos.setdefault(it.num, idx)
     out = []
+    mapping = {n: i + 1 for n, i in pos.items()}
     for idx, it in enumerate(items):
-        instr = _MENTION.sub(lambda m: f"task {pos[int(m.group(1))] + 1}", it.instruction)
+        instr = rewrite_refs(it.instruction, mapping)
         deps = {pos[d] + 1 for d in (*it.depends_on, *mentions(it.instruction)) if d in pos and pos[d] < idx}
-        out.append(SubTask(type=it.type, instruction=instr, depends_on=tuple(sorted(deps))))
+        deps |= set(dependencies(instr, idx + 1))  # "the previous answer", ordinals
+        out.append(SubTask(type=it.type, instruction=instr, depends_on=tuple(sorted(deps)), answer=it.answer))
     return Genome(context=context, subtasks=tuple(out))
 
 
@@ -235,35 +250,32 @@ def parse_header(header: str | None) -> tuple[str, tuple[int, ...]]:
     return name.strip(), deps
 
 
-def parse_lines(lines: Iterable[str]) -> list[RawTask]:
-    """Sub-task lines (``N. [type; uses j] instruction ...``) as written; other lines are ignored."""
-    out = []
-    for line in lines:
-        m = _LINE.match(line)
-        if not m:
-            continue
-        typ, deps = parse_header(m.group(2))
-        out.append(RawTask(num=int(m.group(1)), type=typ, instruction=m.group(3), depends_on=deps))
-    return out
+def parse_text(text: str, limit: int = MAX_SUBTASKS) -> Genome | None:
+    """Reads a rendered, LM-written or user-written multi-task prompt and repairs it.
 
+    The instruction list is found by :func:`qdaif.plugins.multitask.parsing.parse_prompt`
+    (canonical ``N. [type; uses j]`` lines win; a numbered list inside the context does
+    not become sub-tasks); the rest is the context.
 
-def parse_text(text: str) -> Genome | None:
-    """Reads a rendered (or LM-written) multi-task prompt and repairs it.
-
-    The context is the first line starting with ``Context:`` (else the first line that
-    is not a sub-task line); sub-task lines start with their number.
+    Args:
+        text: The prompt.
+        limit: The most sub-tasks kept.
 
     Returns:
         The canonical genome, or ``None`` without a context or a usable sub-task.
     """
-    lines = [ln for ln in str(text).replace("\r", "").split("\n") if ln.strip()]
-    if lines and lines[0].strip().lower().startswith(LMX_HEADER.lower()):
-        lines[0] = lines[0].strip()[len(LMX_HEADER):]
-    context = None
-    for ln in lines:
-        if ln.strip().lower().startswith("context:"):
-            context = ln
-            break
-    if context is None:
-        context = next((ln for ln in lines if not _LINE.match(ln)), "")
-    return repair(context, parse_lines(ln for ln in lines if ln is not context))
+    text = str(text).replace("\r", "").strip()
+    if text.lower().startswith(LMX_HEADER.lower()):
+        text = text[len(LMX_HEADER):]
+    parsed = parse_prompt(text)
+    if parsed is None:
+        return None
+    tasks = []
+    for num, body in zip(parsed.numbers, parsed.instructions):
+        header = None
+        m = re.match(r"^\[([^\]]*)\]\s*(.*)$", body)
+        if m:
+            header, body = m.group(1), m.group(2)
+        typ, deps = parse_header(header)
+        tasks.append(RawTask(num=num, type=typ, instruction=body, depends_on=deps))
+    return repair(parsed.context, tasks, limit=limit)

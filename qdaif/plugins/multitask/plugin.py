@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -20,16 +21,18 @@ from qdaif.plugins.multitask import generators as gen
 from qdaif.plugins.multitask.checkers import check, extract_answers, references
 from qdaif.plugins.multitask.genome import (COMPUTABLE_TYPES, JUDGED_TYPES, MAX_SUBTASKS, TYPES, Genome, RawTask, SubTask,
                                             clean_instruction, parse_text, repair)
+from qdaif.plugins.multitask.items import read_items
+from qdaif.plugins.multitask.parsing import rewrite_refs
 
 __all__ = ["Plugin", "load_items", "DEFAULT_SETTINGS", "DEFAULT_ANSWER_PROMPT"]
 
 DEFAULT_ANSWER_PROMPT = (
-    "Answer every numbered task. Write all answers on one line, each inside its own tags.\n\n"
+    "Answer every numbered task. Put each answer inside its own tags.\n\n"
     "Context: Lena has 3 red apples and 5 green apples in her basket.\n"
     "1. [count] Count the items in the list red, green. Answer in <task1></task1> tags.\n"
     "2. [arithmetic] Compute 3 + 5. Answer in <task2></task2> tags.\n"
     "3. [qa; uses 2] What fruit are there 8 of? Answer in <task3></task3> tags.\n"
-    "Answers: <task1>2</task1> <task2>8</task2> <task3>apples</task3>\n"
+    "Answers:\n<task1>2</task1>\n<task2>8</task2>\n<task3>apples</task3>\n"
     "###\n"
     "{text}\n"
     "Answers:"
@@ -37,18 +40,41 @@ DEFAULT_ANSWER_PROMPT = (
 DEFAULT_SETTINGS: dict[str, Any] = {
     "mode": "data",  # data: Q = W*F (prompts the target follows); stress: Q = W*(1-F) (well-posed prompts it fails)
     "answer_prompt": DEFAULT_ANSWER_PROMPT,  # what the target model sees; {text} is the candidate prompt
-    "answer_max_tokens": 96,
+    "answer_max_tokens": 128,
     "answer_temperature": 0.0,
     "min_well_posed": 0.0,  # W below this gives quality 0 (a gate, useful in stress mode)
     "crossover_rate": 0.2,  # share of mutation proposals that are LMX crossovers of two elites
     "empty_target_rate": 0.8,  # share of targeted proposals aimed at an empty feasible cell (when there is one)
     "num_examples": 2,  # elites shown in a mutation prompt besides the parent
+    "items": None,  # an MTI-Bench-style JSON file of seed items with gold answers (replaces the shipped seeds)
+    "judged_types": ["generate"],  # types a sub-task may have without a reference (scored by the followed judge)
+    "max_context_tokens": 8192,  # the target model's context; longer prompts are refused (SmolLM2: 8192)
 }
+#: Stops of the target's reply: the end of the demonstration's answer block, never a line break
+#: (a reply with one answer per line keeps every answer).
+ANSWER_STOP = ("###", "\nContext:", "Multi-task prompt:")
+CHARS_PER_TOKEN = 3.0  # a conservative estimate (English is about 4 characters per token)
 WELL_POSED, FOLLOWED = "well_posed", "followed"
 MEASURES = ("num_subtasks", "dependency_depth")
 OPERATORS = ("add_subtask", "drop_subtask", "retype_subtask", "chain", "lmx_crossover")
 
 LINE_MAX_TOKENS = 48  # one sub-task instruction line (about 30 words)
+
+
+@lru_cache(maxsize=4)
+def _file_items(path: str, where: str) -> tuple[dict[str, Any], ...]:
+    return tuple(read_items(path, where=where))
+
+
+def _gold_key(g: Genome, i: int) -> tuple:
+    """What a sub-task's gold answer depends on: the context, its instruction, and (recursively) what it uses.
+
+    Numbers of referenced tasks are blanked, so the key survives renumbering (a dropped
+    sub-task before it) but not a changed instruction or a changed input.
+    """
+    st = g.subtasks[i]
+    text = rewrite_refs(st.instruction, {n: 0 for n in range(100)}).lower()
+    return (text, tuple(_gold_key(g, j - 1) for j in st.depends_on))
 
 
 @lru_cache(maxsize=1)
@@ -59,7 +85,8 @@ def load_items() -> tuple[dict[str, Any], ...]:
 
 
 def _genome_of_item(item: Mapping[str, Any]) -> Genome:
-    tasks = [RawTask(num=i, type=s["type"], instruction=s["instruction"], depends_on=tuple(s.get("depends_on", ())))
+    tasks = [RawTask(num=i, type=s["type"], instruction=s["instruction"], depends_on=tuple(s.get("depends_on", ())),
+                     answer=None if s.get("answer") is None else str(s["answer"]))
              for i, s in enumerate(item["subtasks"], 1)]
     g = repair(item["context"], tasks)
     if g is None:
@@ -68,7 +95,8 @@ def _genome_of_item(item: Mapping[str, Any]) -> Genome:
 
 
 def _raw(g: Genome) -> list[RawTask]:
-    return [RawTask(num=i, type=s.type, instruction=s.instruction, depends_on=s.depends_on) for i, s in enumerate(g.subtasks, 1)]
+    return [RawTask(num=i, type=s.type, instruction=s.instruction, depends_on=s.depends_on, answer=s.answer)
+            for i, s in enumerate(g.subtasks, 1)]
 
 
 def _new_depth(g: Genome, i: int, deps: tuple[int, ...]) -> int:
@@ -106,8 +134,12 @@ class Plugin(DomainPlugin):
         for key in ("crossover_rate", "empty_target_rate", "min_well_posed"):
             if not 0.0 <= float(s[key]) <= 1.0:
                 raise ConfigError(f"domain {domain.name}.settings.{key} must be in [0, 1], got {s[key]}")
-        if int(s["answer_max_tokens"]) < 1 or int(s["num_examples"]) < 0:
-            raise ConfigError(f"domain {domain.name}.settings: answer_max_tokens must be >= 1 and num_examples >= 0")
+        if int(s["answer_max_tokens"]) < 1 or int(s["num_examples"]) < 0 or int(s["max_context_tokens"]) < 1:
+            raise ConfigError(f"domain {domain.name}.settings: answer_max_tokens and max_context_tokens must be >= 1 "
+                              "and num_examples >= 0")
+        bad = [t for t in s["judged_types"] if t not in TYPES]
+        if bad:
+            raise ConfigError(f"domain {domain.name}.settings.judged_types: unknown type {bad[0]!r}; known: {', '.join(TYPES)}")
         missing = [j for j in (WELL_POSED, FOLLOWED) if j not in domain.judges]
         if missing:
             raise ConfigError(f"domain {domain.name}.judges must define {', '.join(missing)} (label judges)")
@@ -115,12 +147,52 @@ class Plugin(DomainPlugin):
         if names != MEASURES or any(m.judge.kind != "computed" for m in domain.measures):
             raise ConfigError(f"domain {domain.name}.measures must be {', '.join(MEASURES)} (kind: computed), got {', '.join(names)}")
         self.settings = s
+        self.judged_types = frozenset(s["judged_types"])
+        # Gold answers of the seed items, found again in any genome that keeps the sub-task and what it uses.
+        self._gold: dict[tuple, str] = {}
+        for item in self.items(s, where=f"domain {domain.name}.settings.items"):
+            g = _genome_of_item(item)
+            for i, st in enumerate(g.subtasks):
+                if st.answer is not None:
+                    self._gold.setdefault((g.context, _gold_key(g, i)), st.answer)
+
+    @staticmethod
+    def items(settings: Mapping[str, Any], where: str = "domain multitask.settings.items") -> list[dict[str, Any]]:
+        """The seed items: those of ``settings.items`` (an MTI-Bench-style JSON file) or the shipped ones.
+
+        Raises:
+            ConfigError: A bad items file (:func:`qdaif.plugins.multitask.items.read_items`), or an
+                item whose prompt is longer than the model's context (``max_context_tokens``).
+        """
+        s = {**DEFAULT_SETTINGS, **settings}
+        if not s.get("items"):
+            return list(load_items())
+        items = list(_file_items(str(s["items"]), where))
+        budget = int(s["max_context_tokens"]) - int(s["answer_max_tokens"])
+        for item in items:
+            g = _genome_of_item(item)
+            tokens = len(str(s["answer_prompt"]).replace("{text}", g.render())) / CHARS_PER_TOKEN
+            if tokens > budget:
+                raise ConfigError(f"{where}: item {item['id']!r} is about {int(tokens)} tokens with the answer prompt, more than "
+                                  f"the model's context allows ({s['max_context_tokens']} tokens, settings.max_context_tokens)")
+        return items
+
+    def genome(self, text: str) -> Genome | None:
+        """The genome of a text, with the gold answers of the seed items where its sub-tasks keep them."""
+        g = parse_text(text)
+        if g is None or not self._gold:
+            return g
+        subs = []
+        for i, st in enumerate(g.subtasks):
+            hit = self._gold.get((g.context, _gold_key(g, i)))
+            subs.append(dataclasses.replace(st, answer=hit) if hit is not None else st)
+        return Genome(g.context, tuple(subs))
 
     # ------------------------------------------------------------------ seeds
     @classmethod
     def default_seeds(cls, settings: Mapping[str, Any]) -> list[str]:
-        """The rendered seed items of ``data/items.jsonl``."""
-        return [_genome_of_item(item).render() for item in load_items()]
+        """The rendered seed items: ``settings.items`` (a JSON file) if given, else ``data/items.jsonl``."""
+        return [_genome_of_item(item).render() for item in cls.items(settings)]
 
     # ------------------------------------------------------------------ cells
     def _cell(self, k: int, d: int) -> tuple[int, int] | None:
@@ -165,7 +237,8 @@ class Plugin(DomainPlugin):
         refs = references(b)
         offset = 10  # b's numbers, out of a's range (1-5); b's dependencies come along only if carried over
         for i, (st, ref) in enumerate(zip(b.subtasks, refs), 1):
-            if ref is not None and len(tasks) < MAX_SUBTASKS:
+            # b's gold answers belong to b's context: only sub-tasks that code answers in any context move
+            if ref is not None and ref.match != "gold" and len(tasks) < MAX_SUBTASKS:
                 tasks.append(RawTask(num=offset + i, type=st.type, instruction=_renumber(st.instruction, offset),
                                      depends_on=tuple(offset + j for j in st.depends_on)))
         out = repair(a.context, tasks) or a
@@ -177,7 +250,7 @@ class Plugin(DomainPlugin):
     def init_proposals(self, archive, rng: np.random.Generator, n: int) -> list[Proposal]:
         """Seeded init: LMX over seed items (the LM writes a whole prompt); fallback a splice of two of them."""
         seeds = self.domain.seeds
-        genomes = [parse_text(s) for s in seeds]
+        genomes = [self.genome(s) for s in seeds]
         k = min(self.domain.lmx.num_examples, len(seeds))
         out = []
         for _ in range(n):
@@ -194,7 +267,7 @@ class Plugin(DomainPlugin):
         if not len(data["index"]):
             return None
         cells = archive.int_to_grid_index(data["index"])
-        elites = [(int(i), str(t), parse_text(str(t)), tuple(int(c) for c in cell))
+        elites = [(int(i), str(t), self.genome(str(t)), tuple(int(c) for c in cell))
                   for i, t, cell in zip(data["id"], data["solution"], cells)]
         elites = [e for e in elites if e[2] is not None]
         occupied = {e[3] for e in elites}
@@ -273,11 +346,11 @@ class Plugin(DomainPlugin):
         refs = references(Genome(g.context, g.subtasks[:upto]))
         if deps:
             j = max(deps)
-            st = gen.chained_subtask(rng, j, refs[j - 1], typ if typ in COMPUTABLE_TYPES else None)
-            if st is None or st.type != typ:
-                st = gen.judged(typ, rng, dep=j) if typ in JUDGED_TYPES else st
-            if st is None:
-                st = gen.judged(str(rng.choice(JUDGED_TYPES)), rng, dep=j)
+            st = None if typ in self.judged_types else gen.chained_subtask(rng, j, refs[j - 1], typ)
+            if st is None and typ in self.judged_types:
+                st = gen.judged(typ, rng, dep=j)
+            if st is None:  # no chained template of this type fits: one of another type that carries a reference
+                st = gen.chained_subtask(rng, j, refs[j - 1], None) or gen.format_task(rng, (j, None))[0]
             return SubTask(st.type, st.instruction, tuple(sorted(set(deps) | set(st.depends_on))))
         return gen.make_subtask(typ, rng, g.context)
 
@@ -381,8 +454,8 @@ class Plugin(DomainPlugin):
         child = repair(parent.context, [RawTask(i, s.type, s.instruction, s.depends_on) for i, s in enumerate(subs, 1)])
         if child is None or child.k != len(subs):
             return None
-        if typ in COMPUTABLE_TYPES and references(child)[slot - 1] is None:
-            return None  # an unchecked computable sub-task would only be judged: use the generated one
+        if typ not in self.judged_types and references(child)[slot - 1] is None:
+            return None  # a sub-task without a reference would only be judged: use the generated one
         if set(deps) - set(child.subtasks[slot - 1].depends_on):
             return None
         return child
@@ -399,11 +472,11 @@ class Plugin(DomainPlugin):
         wp, fj = self.domain.judges[WELL_POSED], self.domain.judges[FOLLOWED]
         if n == 0:
             return Evaluation(np.zeros(0), np.zeros((0, 2)), {WELL_POSED: np.zeros((0, len(wp.labels)))}, details=[])
-        genomes = [parse_text(t) for t in texts]
+        genomes = [self.genome(t) for t in texts]
         s = self.settings
         prompts = [str(s["answer_prompt"]).replace("{text}", t) for t in texts]
         replies = lm.generate(prompts, max_tokens=int(s["answer_max_tokens"]), temperature=float(s["answer_temperature"]),
-                              top_p=1.0, stop=("\n", "###"), seed=seed)
+                              top_p=1.0, stop=ANSWER_STOP, seed=seed)
         requests = [ScoreRequest(*wp.prompt_parts(t), wp.labels) for t in texts]
         plans: list[list[tuple[str, Any]]] = []  # per candidate, per sub-task: (how, value or request index)
         for g, reply in zip(genomes, replies):
@@ -415,8 +488,8 @@ class Plugin(DomainPlugin):
             for st, ref, ans in zip(g.subtasks, references(g), answers):
                 if ans is None:
                     plan.append(("missing", 0.0))
-                elif ref is not None:
-                    plan.append(("code", float(check(ref, ans, reply))))
+                elif ref is not None:  # a gold answer or an exact checker decides; the judge is not asked
+                    plan.append(("gold" if ref.match == "gold" else "code", float(check(ref, ans, reply))))
                 else:
                     requests.append(ScoreRequest(fj.shots, fj.query.format(text=ans, instruction=st.instruction,
                                                                            context=g.context), fj.labels))
@@ -440,7 +513,7 @@ class Plugin(DomainPlugin):
                 q = 0.0
             quality[c] = q
             measures[c] = (g.k, g.depth)
-            refs = references(g)
+            refs = references(g)  # g carries the seed items' gold answers
             details.append({
                 "answer": reply,
                 "W": round(w, 6) if np.isfinite(w) else None,
@@ -463,7 +536,7 @@ class Plugin(DomainPlugin):
 
     def record(self, text: str) -> dict[str, Any]:
         """``{"genome": ...}``: context, sub-tasks with their computed references, k and depth."""
-        g = parse_text(text)
+        g = self.genome(text)
         if g is None:
             return {}
         d = g.to_dict()
