@@ -20,7 +20,7 @@ import numpy as np
 from qdaif.errors import ConfigError
 
 __all__ = ["Generation", "LMXPrompt", "RewritePrompt", "LabelJudgeSpec", "Measure", "Domain", "domain_from_config", "project_root",
-           "configs_dir", "domain_names", "literal_texts"]
+           "configs_dir", "domain_names", "literal_texts", "example_orders"]
 
 TEXT = "{text}"
 
@@ -199,6 +199,18 @@ class LMXPrompt:
 JUDGE_KINDS = ("label", "categorical", "rating")  # measures may also be kind: computed (by a plugin)
 
 
+def example_orders(n: int, k: int) -> list[tuple[int, ...]]:
+    """``k <= n`` orders of ``range(n)``: the written order rotated by ``0..k-1``.
+
+    Order ``j`` starts at index ``j``, so the ``k`` orders end with ``k`` different
+    examples, and with ``k == n`` every example stands once in every position (a judge's
+    recency bias toward the last example's label averages out).
+    """
+    if not 1 <= k <= max(n, 1):
+        raise ValueError(f"need 1 <= k <= n for {k} orders of {n} examples")
+    return [tuple((j + i) % n for i in range(n)) for j in range(k)]
+
+
 @dataclasses.dataclass(frozen=True)
 class LabelJudgeSpec:
     """A judge that compares the log-probabilities of label continuations.
@@ -222,10 +234,30 @@ class LabelJudgeSpec:
     logit_scale: float = 1.0
     kind: str = "label"
     values: tuple[float, ...] = ()
+    examples: tuple[tuple[str, str], ...] = ()  # (text, label) few-shot examples, rendered with ``query``
+    orders: int = 1  # average the label distribution over this many orders of ``examples``
+    retrieve: int = 0  # per candidate, show only the ``retrieve`` examples most similar to it
+    calibrate: bool = False  # contextual calibration against content-free inputs
 
     def prompt_parts(self, text: str) -> tuple[str, str]:
-        """Returns (shared prefix, candidate-specific suffix) of the judge prompt."""
-        return self.shots, self.query.format(text=text)
+        """Returns (shared prefix, candidate-specific suffix) of the judge prompt.
+
+        With ``examples``, the prefix is ``shots`` then the examples in their written order
+        (the first of :meth:`example_orders`); the judge itself may use other orders.
+        """
+        return self.shots + self.render_examples(range(len(self.examples))), self.query.format(text=text)
+
+    def render_examples(self, order: Sequence[int]) -> str:
+        """The few-shot block of ``examples`` taken in ``order`` (indices into ``examples``)."""
+        return "".join(self.query.format(text=self.examples[i][0]) + self.examples[i][1] + "\n\n" for i in order)
+
+    def example_orders(self) -> list[tuple[int, ...]]:
+        """``orders`` fixed orders of the examples (all of them, or the ``retrieve`` chosen ones).
+
+        Indices into ``examples`` (or into the chosen examples with ``retrieve``); see
+        :func:`example_orders`.
+        """
+        return example_orders(self.retrieve or len(self.examples), self.orders)
 
     def value(self, probs: np.ndarray) -> np.ndarray:
         """Maps label distributions, shape ``(n, num_labels)``, to values, shape ``(n,)``.
@@ -313,7 +345,8 @@ class Domain:
 _DOMAIN_KEYS = {"name", "version", "description", "lmx", "seeds", "generation", "quality", "measures", "mutation",
                 "zero_shot", "rewrite", "plugin", "settings", "judges"}
 MUTATIONS = ("lmx_near", "lmx_rewrite")
-_JUDGE_KEYS = {"name", "query", "labels", "shots", "logit_scale", "kind", "values"}
+_JUDGE_KEYS = {"name", "query", "labels", "shots", "logit_scale", "kind", "values", "examples", "orders", "retrieve",
+               "calibrate"}
 _MEASURE_KEYS = _JUDGE_KEYS | {"edges", "axis_label", "categories", "anchors"}
 _COMPUTED_KEYS = {"name", "kind", "edges", "axis_label", "categories"}
 
@@ -361,6 +394,27 @@ def _judge(node: Mapping[str, Any], where: str, keys: set[str] = _JUDGE_KEYS,
             raise ConfigError(f"{where}.values must have one number per label ({len(labels)}), got {len(values)}")
     elif node.get("values") is not None:
         raise ConfigError(f"{where}.values is only used by kind: rating")
+    examples = _examples(node.get("examples"), f"{where}.examples", labels)
+    orders = _int(node, "orders", where, 1, low=1)
+    retrieve = _int(node, "retrieve", where, 0, low=0)
+    calibrate = node.get("calibrate", False)
+    if isinstance(calibrate, str) and calibrate.lower() in ("true", "false"):
+        calibrate = calibrate.lower() == "true"
+    if not isinstance(calibrate, bool):
+        raise ConfigError(f"{where}.calibrate must be true or false, got {_shown(calibrate)}")
+    if examples and fields - {"text", "", None}:
+        raise ConfigError(f"{where}.examples are rendered with the query, so the query may hold only {TEXT}; "
+                          "write this judge's few-shot block in 'shots' instead")
+    if (orders > 1 or retrieve) and len(examples) < 2:
+        raise ConfigError(f"{where}: orders and retrieve need at least 2 'examples' ({{text, label}} items) to reorder or choose from")
+    if orders > (retrieve or len(examples)) and examples:
+        raise ConfigError(f"{where}.orders must be at most the number of examples shown ({retrieve or len(examples)}), "
+                          f"got {orders}")
+    if retrieve >= len(examples) and retrieve:
+        raise ConfigError(f"{where}.retrieve must be less than the number of examples ({len(examples)}), got {retrieve}")
+    if retrieve and calibrate:
+        raise ConfigError(f"{where}: calibrate needs one fixed few-shot block per order, so it cannot be combined with "
+                          "retrieve (per-candidate examples); set one of them")
     return LabelJudgeSpec(
         name=_text(_require(node, "name", where), f"{where}.name"),
         query=query,
@@ -369,7 +423,29 @@ def _judge(node: Mapping[str, Any], where: str, keys: set[str] = _JUDGE_KEYS,
         logit_scale=scale,
         kind=kind,
         values=values,
+        examples=examples,
+        orders=orders,
+        retrieve=retrieve,
+        calibrate=calibrate,
     )
+
+
+def _examples(value: Any, where: str, labels: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """Few-shot examples: a list of ``{text, label}`` with each label one of ``labels`` (spaces optional)."""
+    if value is None:
+        return ()
+    by_name = {x.strip(): x for x in labels}
+    out = []
+    for i, item in enumerate(_list(value, where, "a list of {text, label} items")):
+        item = _mapping(item, f"{where}[{i}]")
+        _check_keys(item, {"text", "label"}, f"{where}[{i}]")
+        text = _text(_require(item, "text", f"{where}[{i}]"), f"{where}[{i}].text")
+        label = _text(_require(item, "label", f"{where}[{i}]"), f"{where}[{i}].label")
+        if label not in labels and label.strip() not in by_name:
+            raise ConfigError(f"{where}[{i}].label must be one of the judge's labels "
+                              f"({', '.join(sorted(by_name))}), got {label!r}")
+        out.append((text, label if label in labels else by_name[label.strip()]))
+    return tuple(out)
 
 
 def _computed_measure(node: Mapping[str, Any], where: str) -> Measure:

@@ -26,7 +26,7 @@ import numpy as np
 
 from qdaif.errors import RunDirError
 
-__all__ = ["RunDir", "CHECKPOINT", "LEGACY_CHECKPOINT", "LOCK", "CONFIG", "METRICS", "HISTORY", "ELITES", "HEATMAP",
+__all__ = ["RunDir", "CALIBRATION", "CHECKPOINT", "LEGACY_CHECKPOINT", "LOCK", "CONFIG", "METRICS", "HISTORY", "ELITES", "HEATMAP",
            "atomic_write", "dumps", "disk_error"]
 
 CONFIG = "config.yaml"
@@ -36,6 +36,7 @@ ELITES = "elites.jsonl"
 CHECKPOINT = "checkpoint.json"  # the commit point: names the arrays file of the same checkpoint
 LEGACY_CHECKPOINT = "checkpoint.pkl"  # qdaif 0.1.0: a pickle, never opened
 HEATMAP = "heatmap.png"
+CALIBRATION = "judge_calibration.json"  # content-free label distributions of calibrated judges
 LOCK = ".lock"
 _ARRAYS = re.compile(r"^checkpoint\.(\d+)\.npz$")
 _APPENDED = (METRICS, HISTORY)

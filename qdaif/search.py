@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import signal
 import time
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from qdaif.errors import QDAIFError, RunDirError
 from qdaif.feedback import LabelJudge
 from qdaif.lm import LM
 from qdaif.plugin import make_plugin
-from qdaif.run_dir import ELITES, HEATMAP, HISTORY, METRICS, RunDir
+from qdaif.run_dir import CALIBRATION, ELITES, HEATMAP, HISTORY, METRICS, RunDir, atomic_write
 
 __all__ = ["SearchState", "Search", "Interrupted", "iteration_seed"]
 
@@ -164,6 +165,8 @@ class Search:
         self.judge_lm = judge_lm
         self.plugin = make_plugin(domain)
         self.judge = None if self.plugin else LabelJudge(domain=domain, lm=judge_lm)
+        if self.judge is not None and any(s.calibrate for s in self.judge.specs):
+            self._load_or_compute_calibration(run_dir)
         feasible = self.plugin.feasible_cells() if self.plugin else None
         self.feasible = None if feasible is None else np.asarray(feasible, dtype=bool).reshape(-1)
         self.run_dir = run_dir
@@ -171,6 +174,14 @@ class Search:
         self.batch_size = batch_size
         self.seed = seed
         self.plot_every = plot_every
+
+    def _load_or_compute_calibration(self, run_dir: RunDir) -> None:
+        """Contextual calibration is computed once per run and kept in ``judge_calibration.json``."""
+        path = run_dir.file(CALIBRATION)
+        if path.exists():
+            self.judge.calibration = {k: v for k, v in json.loads(path.read_text(encoding="utf-8")).items()}
+        self.judge._ensure_calibration()
+        atomic_write(path, (json.dumps(self.judge.calibration, indent=1) + "\n").encode("utf-8"))
 
     # ------------------------------------------------------------------ steps
     def _cache_counts(self) -> tuple[int, int]:
