@@ -637,7 +637,8 @@ def _existing_dir(path: str, what: str = "run directory") -> str:
 
 
 def _plot_command(args: list[str]) -> None:
-    from qdaif.plot import animate_run, load_run, plot_run
+    from qdaif.plot import animate_run, plot_run
+    from qdaif.runs import load_run
 
     p = _parser("plot", "Draw a run's archive and progress.")
     p.add_argument("dir", metavar="DIR", help="run directory")

@@ -28,7 +28,7 @@ import numpy as np
 
 from qdaif.errors import ConfigError, RunDirError
 from qdaif.human_eval import method_of
-from qdaif.plot import read_jsonl
+from qdaif.runs import read_jsonl
 from qdaif.run_dir import CONFIG, METRICS, RunDir, atomic_write
 
 __all__ = [

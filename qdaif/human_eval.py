@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 
 from qdaif.errors import ConfigError, QDAIFError, RunDirError
-from qdaif.plot import Axis, RunData, load_run
+from qdaif.runs import Axis, RunData, load_run
 from qdaif.run_dir import atomic_write
 
 __all__ = [

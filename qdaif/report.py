@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from qdaif.plot import Axis, RunData, as_run, drawable, heatmap_figure, progress_figure
+from qdaif.plot import heatmap_figure, progress_figure
+from qdaif.runs import Axis, RunData, as_run, drawable
 from qdaif.run_dir import CONFIG, atomic_write
 
 __all__ = ["REPORT", "write_report", "report_html", "json_for_html", "lineage_nodes"]
@@ -328,7 +329,7 @@ def report_html(run: RunData, *, title: str | None = None) -> str:
 
     Args:
         run: A loaded run; with more than two measures the page shows the best elite
-            over the leading measures per cell of the last two (:func:`qdaif.plot.drawable`).
+            over the leading measures per cell of the last two (:func:`qdaif.runs.drawable`).
         title: Page title (default: the domain and the run folder).
 
     Returns:

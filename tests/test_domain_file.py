@@ -165,7 +165,7 @@ def test_categorical_measure_without_categories_is_plottable_reportable_exportab
     example["measures"][0].pop("edges")
     (tmp_path / "d.yaml").write_text(yaml.safe_dump(example))
     run_cli("run", "domain_file=d.yaml", *FAKE_RUN, "iterations=2", "hydra.run.dir=runs/cat", cwd=tmp_path, check=True)
-    from qdaif.plot import load_run
+    from qdaif.runs import load_run
 
     (axis,) = load_run(tmp_path / "runs/cat").axes
     assert axis.categories == ("chocolate", "fruit")

@@ -26,7 +26,7 @@ from qdaif.human_eval import (
     import_ratings,
     parse_run_arg,
 )
-from qdaif.plot import load_run
+from qdaif.runs import load_run
 from tests.test_plot import categorical, make_run, numeric, random_rows
 
 RATER_FILES = (ITEMS_CSV, LS_TASKS, LS_CONFIG, INSTRUCTIONS)

@@ -8,11 +8,11 @@ from PIL import Image
 
 from qdaif import cli
 from qdaif.errors import ConfigError, RunDirError
+from qdaif.runs import load_run
 from qdaif.plot import (
     PROGRESS,
     animate_run,
     heatmap_figure,
-    load_run,
     plot_run,
     progress_figure,
     snapshots,
@@ -204,7 +204,7 @@ def test_animation_has_one_frame_per_snapshot(run_1d, tmp_path, frames):
 
 
 def test_three_measures_are_drawn_as_the_best_over_the_leading_one(tmp_path):
-    from qdaif.plot import drawable
+    from qdaif.runs import drawable
 
     measures = [numeric(n, [0, 0.5, 1]) for n in ("a", "b", "c")]
     run3 = load_run(make_run(tmp_path / "r3", measures=measures, rows=random_rows(measures, 40)))

@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 
 from qdaif import cli
-from qdaif.plot import load_run
+from qdaif.runs import load_run
 from qdaif.report import REPORT, json_for_html, lineage_nodes, write_report
 from tests.test_plot import make_run, numeric, random_rows
 
