@@ -722,44 +722,28 @@ def _human_eval_command(args: list[str]) -> None:
     print(f"qdaif: wrote {he.RESULTS_MD}, {he.RESULTS_CSV} and {he.AGREEMENT_CSV} in {a.out}")
 
 
-# ---------------------------------------------------------------------- tta
-def _tta_command(args: list[str]) -> None:
-    from omegaconf import OmegaConf
-
-    from qdaif.plugins.rewrites.tta import run_tta
-    from qdaif.run_dir import RunDir
-
-    opts, overrides = {}, []
-    for a in args:
-        key, sep, value = a.partition("=")
-        if not sep:
-            _fail(f"tta takes key=value arguments, got {a!r}")
-        if key in ("run", "out", "m", "aggregate", "seed"):
-            opts[key] = value
-        elif key.split(".")[0] in ("model", "judge_model", "cache"):
-            overrides.append(a)
-        else:
-            _fail(f"tta: unknown argument {key!r}; use run=DIR [out=DIR] [m=4] [aggregate=prob|logprob] [seed=0] "
-                  "and model.*/judge_model.*/cache overrides")
-    if not opts.get("run"):
-        _fail("tta needs run=DIR, the directory of a finished rewrites run")
-    if not Path(opts["run"]).is_dir():
-        _fail(f"tta: run directory {opts['run']!r} does not exist")
-    run_dir = RunDir.existing(opts["run"])
-    record = run_dir.read_config()
-    record["allow_code"] = False  # never trust code named by a run directory
-    cfg = OmegaConf.create({k: v for k, v in record.items() if k not in ("model_info", "judge_model_info", "versions")})
-    cfg.merge_with(OmegaConf.from_dotlist(overrides))
-    domain, lm, judge_lm = _build(cfg)
-    result = run_tta(run_path=run_dir.path, domain=domain, lm=lm, judge_lm=judge_lm, m=_parse_int("m", opts.get("m", "4")),
-                     aggregate=opts.get("aggregate", "prob"), seed=_parse_int("seed", opts.get("seed", "0")),
-                     out=opts.get("out"))
-    print(result.to_markdown())
-    print(f"qdaif: wrote tta.md, tta.csv and tta_items.jsonl in {opts.get('out') or run_dir.path}")
-
-
 COMMANDS = {"run": _run_command, "judge": _judge_command, "plot": _plot_command, "report": _report_command,
-            "human-eval": _human_eval_command, "compare": _compare_command, "tta": _tta_command}
+            "human-eval": _human_eval_command, "compare": _compare_command}
+#: Entry-point group in which plugins register their own commands (``name = "module:function"``).
+COMMAND_GROUP = "qdaif.commands"
+
+
+def plugin_commands() -> dict[str, str]:
+    """Commands registered by installed plugins: name -> ``module:function`` (taking the argument list)."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep.value for ep in entry_points(group=COMMAND_GROUP) if ep.name not in COMMANDS}
+
+
+def _plugin_command(target: str):
+    import importlib
+
+    module, _, func = target.partition(":")
+    return getattr(importlib.import_module(module), func or "command")
+
+
+# The helpers a plugin's command uses to behave like the engine's commands.
+fail, parse_int, build_models = _fail, _parse_int, _build
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -769,12 +753,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(USAGE)
         return
     command, rest = args[0], args[1:]
-    if command not in COMMANDS:
-        _fail(f"unknown command {command!r}; commands: {', '.join(COMMANDS)}")
+    commands: dict[str, Any] = dict(COMMANDS)
+    if command not in commands:
+        extra = plugin_commands()
+        if command not in extra:
+            _fail(f"unknown command {command!r}; commands: {', '.join([*COMMANDS, *extra])}")
+        commands[command] = _plugin_command(extra[command])
     if command in ("run", "judge") and any(a in ("-h", "--help") for a in rest):
         print(USAGE)  # the other commands have their own argparse help
         return
     try:
-        COMMANDS[command](rest)
+        commands[command](rest)
     except QDAIFError as e:
         _fail(str(e))

@@ -218,3 +218,44 @@ def run_tta(*, run_path: str | Path, domain: "Domain", lm: "LM", judge_lm: "LM",
                         aggregate, plugin.target])
     (folder / TTA_ITEMS).write_text("".join(dumps(i) + "\n" for i in items), encoding="utf-8")
     return result
+
+
+def command(args: list[str]) -> None:
+    """``python -m qdaif tta run=DIR [out=DIR] [m=4] [aggregate=prob|logprob] [seed=0] [model.*=...]``.
+
+    Registered as the plugin command ``tta`` (entry-point group ``qdaif.commands``).
+    """
+    from omegaconf import OmegaConf
+
+    from qdaif.cli import build_models as _build
+    from qdaif.cli import fail as _fail
+    from qdaif.cli import parse_int as _parse_int
+    from qdaif.run_dir import RunDir
+
+    opts, overrides = {}, []
+    for a in args:
+        key, sep, value = a.partition("=")
+        if not sep:
+            _fail(f"tta takes key=value arguments, got {a!r}")
+        if key in ("run", "out", "m", "aggregate", "seed"):
+            opts[key] = value
+        elif key.split(".")[0] in ("model", "judge_model", "cache"):
+            overrides.append(a)
+        else:
+            _fail(f"tta: unknown argument {key!r}; use run=DIR [out=DIR] [m=4] [aggregate=prob|logprob] [seed=0] "
+                  "and model.*/judge_model.*/cache overrides")
+    if not opts.get("run"):
+        _fail("tta needs run=DIR, the directory of a finished rewrites run")
+    if not Path(opts["run"]).is_dir():
+        _fail(f"tta: run directory {opts['run']!r} does not exist")
+    run_dir = RunDir.existing(opts["run"])
+    record = run_dir.read_config()
+    record["allow_code"] = False  # never trust code named by a run directory
+    cfg = OmegaConf.create({k: v for k, v in record.items() if k not in ("model_info", "judge_model_info", "versions")})
+    cfg.merge_with(OmegaConf.from_dotlist(overrides))
+    domain, lm, judge_lm = _build(cfg)
+    result = run_tta(run_path=run_dir.path, domain=domain, lm=lm, judge_lm=judge_lm, m=_parse_int("m", opts.get("m", "4")),
+                     aggregate=opts.get("aggregate", "prob"), seed=_parse_int("seed", opts.get("seed", "0")),
+                     out=opts.get("out"))
+    print(result.to_markdown())
+    print(f"qdaif: wrote tta.md, tta.csv and tta_items.jsonl in {opts.get('out') or run_dir.path}")
