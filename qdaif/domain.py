@@ -125,7 +125,7 @@ def _edges(value: Any, where: str) -> tuple[float, ...]:
     return tuple(nums)
 
 
-_GENERATION_KEYS = {"max_tokens", "temperature", "top_p", "stop"}
+_GENERATION_KEYS = {"max_tokens", "temperature", "top_p", "stop", "max_lines"}
 
 
 def _generation(value: Any, where: str, default: Generation | None = None) -> Generation:
@@ -140,6 +140,7 @@ def _generation(value: Any, where: str, default: Generation | None = None) -> Ge
                            "a number >= 0 (0: greedy decoding)", lambda x: x >= 0),
         top_p=_float(node.get("top_p", base.top_p), f"{where}.top_p", "a number in (0, 1]", lambda x: 0 < x <= 1),
         stop=(_text(stop, f"{where}.stop"),) if isinstance(stop, str) else _texts(stop, f"{where}.stop"),
+        max_lines=_int(node, "max_lines", where, base.max_lines, low=0),
     )
 
 
@@ -194,12 +195,29 @@ def _unescaped(node: Any) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class Generation:
-    """Sampling settings of the domain's mutation prompts."""
+    """Sampling settings of the domain's mutation prompts.
+
+    ``max_lines`` > 0 keeps a generated text only up to its ``max_lines``-th non-blank line
+    (blank lines between them are kept): a sonnet is cut after 14 lines even when the
+    model, not stopped by a stop string, writes on. The engine applies it after ``generate``.
+    """
 
     max_tokens: int = 50
     temperature: float = 0.8
     top_p: float = 0.95
     stop: tuple[str, ...] = ("\n",)
+    max_lines: int = 0
+
+    def cut(self, text: str) -> str:
+        """Returns ``text`` up to its ``max_lines``-th non-blank line (all of it when ``max_lines`` is 0)."""
+        if not self.max_lines:
+            return text
+        lines, seen = text.split("\n"), 0
+        for k, line in enumerate(lines):
+            seen += bool(line.strip())
+            if seen == self.max_lines:
+                return "\n".join(lines[: k + 1])
+        return text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,6 +274,10 @@ class LabelJudgeSpec:
     - ``categorical``: the index of the most likely label (an unknown label cannot occur);
     - ``rating``: the expected value of ``values`` (the number each label stands for);
     - ``computed``: no prompt; a domain plugin computes the value (used for measures only).
+
+    ``max_lines`` > 0 makes the judge read only the candidate's first ``max_lines``
+    non-blank lines (blank lines dropped), so that a long text is judged on an opening
+    as long as the few-shot examples (poetry's quality judge: docs/judges.md).
     """
 
     name: str
@@ -265,10 +287,17 @@ class LabelJudgeSpec:
     logit_scale: float = 1.0
     kind: str = "label"
     values: tuple[float, ...] = ()
+    max_lines: int = 0
+
+    def judged_text(self, text: str) -> str:
+        """Returns the part of ``text`` the judge reads: all of it, or its first ``max_lines`` non-blank lines."""
+        if not self.max_lines:
+            return text
+        return "\n".join([line for line in text.splitlines() if line.strip()][: self.max_lines])
 
     def prompt_parts(self, text: str) -> tuple[str, str]:
         """Returns (shared prefix, candidate-specific suffix) of the judge prompt."""
-        return self.shots, self.query.format(text=text)
+        return self.shots, self.query.format(text=self.judged_text(text))
 
     def value(self, probs: np.ndarray) -> np.ndarray:
         """Maps label distributions, shape ``(n, num_labels)``, to values, shape ``(n,)``.
@@ -368,7 +397,7 @@ class Domain:
 _DOMAIN_KEYS = {"name", "version", "description", "lmx", "seeds", "generation", "quality", "measures", "mutation",
                 "zero_shot", "rewrite", "plugin", "settings", "judges"}
 MUTATIONS = ("lmx_near", "lmx_rewrite")
-_JUDGE_KEYS = {"name", "query", "labels", "shots", "logit_scale", "kind", "values"}
+_JUDGE_KEYS = {"name", "query", "labels", "shots", "logit_scale", "kind", "values", "max_lines"}
 _MEASURE_KEYS = _JUDGE_KEYS | {"edges", "axis_label", "categories", "anchors"}
 _COMPUTED_KEYS = {"name", "kind", "edges", "axis_label", "categories"}
 
@@ -424,6 +453,7 @@ def _judge(node: Mapping[str, Any], where: str, keys: set[str] = _JUDGE_KEYS,
         logit_scale=scale,
         kind=kind,
         values=values,
+        max_lines=_int(node, "max_lines", where, 0, low=0),
     )
 
 

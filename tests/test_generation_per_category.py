@@ -70,7 +70,7 @@ def test_bad_per_category_settings_give_one_line_errors(per_category, message):
 def test_unknown_generation_field_names_per_category_as_allowed():
     node = poetry_node()
     node["generation"]["per_categroy"] = {}
-    with pytest.raises(ConfigError, match=r"unknown field\(s\) per_categroy; allowed: max_tokens, per_category, stop"):
+    with pytest.raises(ConfigError, match=r"unknown field\(s\) per_categroy; allowed: max_lines, max_tokens, per_category, stop"):
         domain_from_config(node)
 
 
@@ -136,3 +136,20 @@ def test_search_makes_one_call_per_setting_and_keeps_candidate_order(tmp_path):
     history = [json.loads(x) for x in (tmp_path / HISTORY).read_text().splitlines()]
     assert [h["parents"] for h in history] == [[k] for k in range(len(genres))]  # candidate order kept
     assert [h["text"] for h in history] == [f"A dark {g}: {expected_tokens.get(g, 80)}" for g in genres]
+
+
+def test_max_lines_cuts_after_the_nth_non_blank_line_keeping_stanza_breaks():
+    from qdaif.domain import Generation
+
+    text = "a\nb\n\nc\nd\n\ne"
+    assert Generation(max_lines=3).cut(text) == "a\nb\n\nc"
+    assert Generation(max_lines=9).cut(text) == text and Generation().cut(text) == text
+
+
+def test_poetry_gives_each_form_room_for_its_lines():
+    d = domain_from_config(compose_config(["domain=poetry", "model=scripted_fake"]).domain)
+    sonnet, haiku = d.generation_for({"genre": "sonnet"}), d.generation_for({"genre": "haiku"})
+    assert sonnet.max_lines == 14 and sonnet.max_tokens >= 150 and "\n\n" not in sonnet.stop  # 14 lines
+    assert "\n\n" not in d.generation_for({"genre": "ballad"}).stop  # several stanzas
+    assert haiku.max_lines == 3 and haiku.max_tokens < sonnet.max_tokens
+    assert d.generation_for(None) == d.generation
