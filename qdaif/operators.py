@@ -117,7 +117,8 @@ class LMXRewrite:
     shows the parent and up to ``num_examples - 1`` other elites, each under a header
     naming its cell, and ends with the target cell's header. The proposal is generated
     with the target cell's settings (:meth:`qdaif.domain.Domain.generation_for`, e.g. more
-    tokens for a sonnet than for a haiku).
+    tokens for a sonnet than for a haiku); the target's category names are its ``meta``
+    (``history.jsonl`` records them).
 
     Args:
         domain: A domain with a ``rewrite`` prompt and categorical measures.
@@ -153,5 +154,6 @@ class LMXRewrite:
             prompt = self.rewrite.render(examples, names)
             gen = self.domain.generation_for(names)
             overrides = {} if gen == self.domain.generation else dataclasses.asdict(gen)
-            out.append(Proposal(prompt, self.name, tuple(int(data["id"][i]) for i in order), generation=overrides))
+            out.append(Proposal(prompt, self.name, tuple(int(data["id"][i]) for i in order), meta={"target": names},
+                                generation=overrides))
         return out

@@ -153,3 +153,9 @@ def test_poetry_gives_each_form_room_for_its_lines():
     assert "\n\n" not in d.generation_for({"genre": "ballad"}).stop  # several stanzas
     assert haiku.max_lines == 3 and haiku.max_tokens < sonnet.max_tokens
     assert d.generation_for(None) == d.generation
+
+
+def test_rewrite_proposals_record_their_target_cell():
+    d = domain_from_config(poetry_node())
+    for p in LMXRewrite(domain=d).propose(_archive_with_elites(d), np.random.default_rng(1), 10):
+        assert p.prompt.endswith(d.rewrite.header.format(**p.meta["target"]) + "\n")
