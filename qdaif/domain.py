@@ -19,8 +19,8 @@ import numpy as np
 
 from qdaif.errors import ConfigError
 
-__all__ = ["Generation", "LMXPrompt", "RewritePrompt", "LabelJudgeSpec", "Measure", "Domain", "domain_from_config", "project_root",
-           "configs_dir", "domain_names", "literal_texts", "example_orders"]
+__all__ = ["Generation", "CategoryGeneration", "LMXPrompt", "RewritePrompt", "LabelJudgeSpec", "Measure", "Domain", "domain_from_config",
+           "project_root", "configs_dir", "domain_names", "literal_texts", "example_orders"]
 
 TEXT = "{text}"
 
@@ -125,17 +125,42 @@ def _edges(value: Any, where: str) -> tuple[float, ...]:
     return tuple(nums)
 
 
-def _generation(value: Any, where: str) -> Generation:
+_GENERATION_KEYS = {"max_tokens", "temperature", "top_p", "stop", "max_lines"}
+
+
+def _generation(value: Any, where: str, default: Generation | None = None) -> Generation:
+    """Reads generation settings; fields not given are ``default``'s (the dataclass defaults if none)."""
     node = _mapping(value, where)
-    _check_keys(node, {f.name for f in dataclasses.fields(Generation)}, where)
-    stop = node.get("stop", Generation.stop)
+    _check_keys(node, _GENERATION_KEYS, where)
+    base = default or Generation()
+    stop = node.get("stop", base.stop)
     return Generation(
-        max_tokens=_int(node, "max_tokens", where, Generation.max_tokens, low=1),
-        temperature=_float(node.get("temperature", Generation.temperature), f"{where}.temperature",
+        max_tokens=_int(node, "max_tokens", where, base.max_tokens, low=1),
+        temperature=_float(node.get("temperature", base.temperature), f"{where}.temperature",
                            "a number >= 0 (0: greedy decoding)", lambda x: x >= 0),
-        top_p=_float(node.get("top_p", Generation.top_p), f"{where}.top_p", "a number in (0, 1]", lambda x: 0 < x <= 1),
+        top_p=_float(node.get("top_p", base.top_p), f"{where}.top_p", "a number in (0, 1]", lambda x: 0 < x <= 1),
         stop=(_text(stop, f"{where}.stop"),) if isinstance(stop, str) else _texts(stop, f"{where}.stop"),
+        max_lines=_int(node, "max_lines", where, base.max_lines, low=0),
     )
+
+
+def _category_generation(value: Any, where: str, default: Generation,
+                         measures: Sequence[Measure]) -> CategoryGeneration:
+    """Reads ``generation.per_category``: a categorical measure and settings per category name."""
+    node = _mapping(value, where)
+    _check_keys(node, {"measure", "settings"}, where)
+    name = _text(_require(node, "measure", where), f"{where}.measure")
+    categorical = {m.name: m for m in measures if m.categories}
+    if name not in categorical:
+        raise ConfigError(f"{where}.measure must name a categorical measure ({', '.join(categorical) or 'none'}), got {name!r}")
+    known = categorical[name].categories
+    settings = _mapping(_require(node, "settings", where), f"{where}.settings")
+    unknown = sorted(str(k) for k in settings if k not in known)
+    if unknown:
+        raise ConfigError(f"{where}.settings: unknown categor(ies) {', '.join(unknown)} of measure {name}; "
+                          f"the categories are {', '.join(known)}")
+    return CategoryGeneration(measure=name, settings=tuple(
+        (str(k), _generation(v, f"{where}.settings.{k}", default)) for k, v in settings.items()))
 
 
 _INTERPOLATION = re.compile(r"(\\*)\$\{")
@@ -170,12 +195,48 @@ def _unescaped(node: Any) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class Generation:
-    """Sampling settings of the domain's mutation prompts."""
+    """Sampling settings of the domain's mutation prompts.
+
+    ``max_lines`` > 0 keeps a generated text only up to its ``max_lines``-th non-blank line
+    (blank lines between them are kept): a sonnet is cut after 14 lines even when the
+    model, not stopped by a stop string, writes on. The engine applies it after ``generate``.
+    """
 
     max_tokens: int = 50
     temperature: float = 0.8
     top_p: float = 0.95
     stop: tuple[str, ...] = ("\n",)
+    max_lines: int = 0
+
+    def cut(self, text: str) -> str:
+        """Returns ``text`` up to its ``max_lines``-th non-blank line (all of it when ``max_lines`` is 0)."""
+        if not self.max_lines:
+            return text
+        lines, seen = text.split("\n"), 0
+        for k, line in enumerate(lines):
+            seen += bool(line.strip())
+            if seen == self.max_lines:
+                return "\n".join(lines[: k + 1])
+        return text
+
+
+@dataclasses.dataclass(frozen=True)
+class CategoryGeneration:
+    """Generation settings per category of one categorical measure (``generation.per_category``).
+
+    A proposal that targets a cell (the LMX-rewrite operator) is generated with the
+    settings of that cell's category on ``measure``: a 14-line sonnet needs more tokens
+    than a haiku. Categories without an entry, and proposals without a target, use the
+    domain's default :class:`Generation`. Each entry holds complete settings (the fields
+    it does not give are the default's).
+    """
+
+    measure: str
+    settings: tuple[tuple[str, Generation], ...] = ()
+
+    def get(self, category: str) -> Generation | None:
+        """Returns the settings of ``category``, or ``None`` when it has none of its own."""
+        return dict(self.settings).get(category)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,6 +286,10 @@ class LabelJudgeSpec:
     - ``categorical``: the index of the most likely label (an unknown label cannot occur);
     - ``rating``: the expected value of ``values`` (the number each label stands for);
     - ``computed``: no prompt; a domain plugin computes the value (used for measures only).
+
+    ``max_lines`` > 0 makes the judge read only the candidate's first ``max_lines``
+    non-blank lines (blank lines dropped), so that a long text is judged on an opening
+    as long as the few-shot examples (poetry's quality judge: docs/judges.md).
     """
 
     name: str
@@ -238,6 +303,13 @@ class LabelJudgeSpec:
     orders: int = 1  # average the label distribution over this many orders of ``examples``
     retrieve: int = 0  # per candidate, show only the ``retrieve`` examples most similar to it
     calibrate: bool = False  # contextual calibration against content-free inputs
+    max_lines: int = 0  # the judge reads only the first max_lines non-blank lines of a text (0: all)
+
+    def judged_text(self, text: str) -> str:
+        """Returns the part of ``text`` the judge reads: all of it, or its first ``max_lines`` non-blank lines."""
+        if not self.max_lines:
+            return text
+        return "\n".join([line for line in text.splitlines() if line.strip()][: self.max_lines])
 
     def prompt_parts(self, text: str) -> tuple[str, str]:
         """Returns (shared prefix, candidate-specific suffix) of the judge prompt.
@@ -245,7 +317,7 @@ class LabelJudgeSpec:
         With ``examples``, the prefix is ``shots`` then the examples in their written order
         (the first of :meth:`example_orders`); the judge itself may use other orders.
         """
-        return self.shots + self.render_examples(range(len(self.examples))), self.query.format(text=text)
+        return self.shots + self.render_examples(range(len(self.examples))), self.query.format(text=self.judged_text(text))
 
     def render_examples(self, order: Sequence[int]) -> str:
         """The few-shot block of ``examples`` taken in ``order`` (indices into ``examples``)."""
@@ -336,6 +408,18 @@ class Domain:
     settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # the plugin's own options
     judges: Mapping[str, LabelJudgeSpec] = dataclasses.field(default_factory=dict)  # extra judges a plugin uses
     allow_code: bool = False  # plugin may be any importable module, not only a registered one (see qdaif.plugin)
+    per_category: CategoryGeneration | None = None  # generation settings per category of a measure
+
+    def generation_for(self, names: Mapping[str, str] | None = None) -> Generation:
+        """Returns the generation settings of a proposal that targets the cell named ``names``.
+
+        Args:
+            names: Measure name -> category name of the target cell; ``None`` (no target)
+                gives the domain's default settings.
+        """
+        if self.per_category is None or not names or self.per_category.measure not in names:
+            return self.generation
+        return self.per_category.get(names[self.per_category.measure]) or self.generation
 
     @property
     def dims(self) -> tuple[int, ...]:
@@ -346,7 +430,7 @@ _DOMAIN_KEYS = {"name", "version", "description", "lmx", "seeds", "generation", 
                 "zero_shot", "rewrite", "plugin", "settings", "judges"}
 MUTATIONS = ("lmx_near", "lmx_rewrite")
 _JUDGE_KEYS = {"name", "query", "labels", "shots", "logit_scale", "kind", "values", "examples", "orders", "retrieve",
-               "calibrate"}
+               "calibrate", "max_lines"}
 _MEASURE_KEYS = _JUDGE_KEYS | {"edges", "axis_label", "categories", "anchors"}
 _COMPUTED_KEYS = {"name", "kind", "edges", "axis_label", "categories"}
 
@@ -427,6 +511,7 @@ def _judge(node: Mapping[str, Any], where: str, keys: set[str] = _JUDGE_KEYS,
         orders=orders,
         retrieve=retrieve,
         calibrate=calibrate,
+        max_lines=_int(node, "max_lines", where, 0, low=0),
     )
 
 
@@ -537,12 +622,17 @@ def domain_from_config(node: Mapping[str, Any], *, allow_code: bool = False) -> 
                                             f"{where}.seeds"))
     if len(seeds) < 1 or not all(seeds):
         raise ConfigError(f"{where}.seeds must be a non-empty list of non-empty texts")
-    generation = _generation(node.get("generation") or {}, f"{where}.generation")
+    gen_node = _mapping(node.get("generation") or {}, f"{where}.generation")
+    _check_keys(gen_node, _GENERATION_KEYS | {"per_category"}, f"{where}.generation")
+    per_category_node = gen_node.pop("per_category", None)
+    generation = _generation(gen_node, f"{where}.generation")
     measures_node = _list(_require(node, "measures", where), f"{where}.measures",
                           "a list of measures (each line starting with '- name:')")
     if not measures_node:
         raise ConfigError(f"{where}.measures must list at least one measure")
     measures = tuple(_measure(m, f"{where}.measures[{i}]") for i, m in enumerate(measures_node))
+    per_category = None if per_category_node is None else _category_generation(
+        per_category_node, f"{where}.generation.per_category", generation, measures)
     mutation = _text(node.get("mutation") or "lmx_near", f"{where}.mutation")
     if mutation not in MUTATIONS:
         raise ConfigError(f"{where}.mutation must be one of {', '.join(MUTATIONS)}, got {mutation!r}")
@@ -600,4 +690,5 @@ def domain_from_config(node: Mapping[str, Any], *, allow_code: bool = False) -> 
         settings=settings,
         judges=judges,
         allow_code=allow_code,
+        per_category=per_category,
     )

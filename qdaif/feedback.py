@@ -109,9 +109,9 @@ class LabelJudge:
             return [ScoreRequest(*spec.prompt_parts(t), spec.labels) for t in texts]
         if spec.retrieve:
             chosen = self._retrieved(spec, texts)
-            return [ScoreRequest(spec.shots + spec.render_examples([c[i] for i in perm]), spec.query.format(text=t), spec.labels)
+            return [ScoreRequest(spec.shots + spec.render_examples([c[i] for i in perm]), spec.query.format(text=spec.judged_text(t)), spec.labels)
                     for perm in spec.example_orders() for t, c in zip(texts, chosen)]
-        return [ScoreRequest(spec.shots + spec.render_examples(order), spec.query.format(text=t), spec.labels)
+        return [ScoreRequest(spec.shots + spec.render_examples(order), spec.query.format(text=spec.judged_text(t)), spec.labels)
                 for order in spec.example_orders() for t in texts]
 
     def _ensure_calibration(self) -> None:

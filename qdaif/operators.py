@@ -115,7 +115,10 @@ class LMXRewrite:
     For each candidate: a target cell is drawn uniformly from the empty cells (from all
     cells once the archive is full), a parent uniformly from the elites; the prompt
     shows the parent and up to ``num_examples - 1`` other elites, each under a header
-    naming its cell, and ends with the target cell's header.
+    naming its cell, and ends with the target cell's header. The proposal is generated
+    with the target cell's settings (:meth:`qdaif.domain.Domain.generation_for`, e.g. more
+    tokens for a sonnet than for a haiku); the target's category names are its ``meta``
+    (``history.jsonl`` records them).
 
     Args:
         domain: A domain with a ``rewrite`` prompt and categorical measures.
@@ -126,6 +129,7 @@ class LMXRewrite:
     def __init__(self, *, domain: Domain) -> None:
         self.rewrite = domain.rewrite
         self.measures = domain.measures
+        self.domain = domain
 
     def _names(self, cell) -> dict[str, str]:
         return {m.name: m.categories[int(c)] for m, c in zip(self.measures, cell)}
@@ -146,6 +150,10 @@ class LMXRewrite:
             chosen = [int(i) for i in rng.choice(others, size=k, replace=False)] if k else []
             order = chosen + [parent]  # the parent comes last, right before the target
             examples = [(self._names(cells[i]), str(data["solution"][i]).strip()) for i in order]
-            prompt = self.rewrite.render(examples, self._names(target))
-            out.append(Proposal(prompt, self.name, tuple(int(data["id"][i]) for i in order)))
+            names = self._names(target)
+            prompt = self.rewrite.render(examples, names)
+            gen = self.domain.generation_for(names)
+            overrides = {} if gen == self.domain.generation else dataclasses.asdict(gen)
+            out.append(Proposal(prompt, self.name, tuple(int(data["id"][i]) for i in order), meta={"target": names},
+                                generation=overrides))
         return out

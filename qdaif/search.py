@@ -214,7 +214,7 @@ class Search:
                 seed=iteration_seed(self.seed, iteration),
             )
             for i, text in zip(idx, out):
-                raw[i] = text
+                raw[i] = g.cut(text)
         lm_seconds = time.perf_counter() - t0
         texts = [t.strip() for t in raw]
         keep = [i for i, t in enumerate(texts) if t]

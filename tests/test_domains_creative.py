@@ -180,6 +180,23 @@ def test_poems_labelled_set():
     d = load("poetry")
     shots = "".join(s.shots for s in (d.quality, *(m.judge for m in d.measures)))
     assert not any(r["text"] in shots or r["text"] in d.seeds for r in rows)
+    # The dev split, on which the prompts are chosen, has >= 60 rows and full-length forms.
+    dev = [r for r in rows if r["split"] == "dev"]
+    assert len(dev) >= 60 and sum(r["good"] and r["text"].count("\n") >= 13 for r in dev) >= 8
+
+
+def test_poetry_quality_does_not_fall_for_full_length_poems(embedded_lm):
+    """The real model: full-length good dev poems (14-line sonnets, 4-quatrain ballads,
+    3-stanza hymns) score above the middle of the range, long poem-shaped junk below it."""
+    d = load("poetry")
+    rows = [r for r in _rows("benchmarks/data/poems_labelled.jsonl") if r["split"] == "dev"]
+    long_good = [r["text"] for r in rows if r["good"] and r["genre"] in ("sonnet", "ballad", "hymn")
+                 and r["text"].count("\n") >= 11]
+    junk = [r["text"] for r in rows if not r["good"] and r["text"].count("\n") >= 5]
+    assert len(long_good) >= 8 and len(junk) >= 4
+    ev = LabelJudge(domain=d, lm=embedded_lm).evaluate(long_good + junk)
+    good_q, junk_q = ev.quality[: len(long_good)], ev.quality[len(long_good):]
+    assert (good_q > 5.5).mean() >= 0.8 and (junk_q < 5.5).all()
 
 
 @pytest.mark.parametrize("name", CREATIVE)
