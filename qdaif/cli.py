@@ -308,6 +308,7 @@ def start_run(cfg: Any, run_path: str | Path) -> None:
 
     from qdaif.algorithms import make_algorithm
     from qdaif.run_dir import RunDir
+    from qdaif.plot import draw_archive
     from qdaif.search import Search, SearchState
 
     validate_run_config(cfg)
@@ -323,7 +324,7 @@ def start_run(cfg: Any, run_path: str | Path) -> None:
                                min_init_cells=int(cfg.min_init_cells))
     search = Search(
         domain=domain, lm=lm, judge_lm=judge_lm, run_dir=run_dir, state=SearchState.new(domain, int(cfg.seed), algorithm),
-        batch_size=int(cfg.batch_size), seed=int(cfg.seed), plot_every=int(cfg.plot_every),
+        batch_size=int(cfg.batch_size), seed=int(cfg.seed), plot_every=int(cfg.plot_every), refresh=draw_archive,
     )
     _execute(search, cfg, run_dir.path)
 
@@ -370,6 +371,7 @@ def resume_run(path: str | Path, overrides: Sequence[str] = ()) -> None:
 
     from qdaif.algorithms import make_algorithm
     from qdaif.run_dir import ELITES, RunDir
+    from qdaif.plot import draw_archive
     from qdaif.search import Search, SearchState
 
     run_dir = RunDir.existing(path)
@@ -399,7 +401,7 @@ def resume_run(path: str | Path, overrides: Sequence[str] = ()) -> None:
     run_dir.write_config(record)
     search = Search(
         domain=domain, lm=lm, judge_lm=judge_lm, run_dir=run_dir, state=state,
-        batch_size=int(cfg.batch_size), seed=int(cfg.seed), plot_every=int(cfg.plot_every),
+        batch_size=int(cfg.batch_size), seed=int(cfg.seed), plot_every=int(cfg.plot_every), refresh=draw_archive,
     )
     run_dir.write_jsonl(ELITES, search.elites())  # a kill may have left it one iteration ahead
     print(f"qdaif: resuming {run_dir.path} at iteration {state.iteration} of {cfg.iterations}", file=sys.stderr)

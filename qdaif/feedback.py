@@ -140,11 +140,11 @@ class LabelJudge:
             return Evaluation(np.zeros(0), np.zeros((0, len(self.specs) - 1)), {s.name: np.zeros((0, len(s.labels))) for s in self.specs})
         self._ensure_calibration()
         blocks = [self._requests(spec, texts) for spec in self.specs]
-        logps = np.asarray(self.lm.score([r for reqs in blocks for r in reqs]), dtype=np.float64)
+        logps = self.lm.score([r for reqs in blocks for r in reqs])  # rows of each judge's label count
         probs, at = {}, 0
         for spec, reqs in zip(self.specs, blocks):
             k = len(reqs) // n
-            x = logps[at : at + len(reqs)].reshape(k, n, len(spec.labels))
+            x = np.asarray(logps[at : at + len(reqs)], dtype=np.float64).reshape(k, n, len(spec.labels))
             at += len(reqs)
             if spec.calibrate:
                 with np.errstate(divide="ignore"):

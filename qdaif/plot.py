@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -17,7 +18,7 @@ from qdaif.errors import ConfigError, RunDirError
 from qdaif.run_dir import HEATMAP, HISTORY, METRICS, atomic_write
 from qdaif.runs import Axis, RunData, as_run, drawable
 
-__all__ = ["heatmap_figure", "progress_figure", "snapshots", "plot_run", "animate_run", "plot_heatmap", "PROGRESS"]
+__all__ = ["draw_archive", "heatmap_figure", "progress_figure", "snapshots", "plot_run", "animate_run", "plot_heatmap", "PROGRESS"]
 
 PROGRESS = "progress.png"
 EMPTY_COLOUR = "#e6e6e6"
@@ -352,3 +353,19 @@ def plot_heatmap(
     ax.set_title(f"{title}: {stats}" if title else stats, fontsize=10)
     fig.colorbar(mesh, ax=ax, label="elite quality", fraction=0.05, pad=0.02)
     return _save(fig, Path(path))
+
+
+def draw_archive(*, archive: Any, domain: Any, iteration: int, path: str | Path) -> None:
+    """Draws a running search's archive to ``path`` (the ``refresh`` callback of :class:`qdaif.search.Search`).
+
+    An archive with more than two measures (e.g. one 2D slice per input text) is drawn as
+    the best elite over the leading measures in each cell of the last two.
+    """
+    from qdaif.archive import project_archive
+
+    measures, title = list(domain.measures), ""
+    if len(measures) > 2:
+        archive, measures = project_archive(archive, [len(measures) - 2, len(measures) - 1]), measures[-2:]
+        title = f" (best over {', '.join(m.name for m in domain.measures[:-2])})"
+    plot_heatmap(archive, axis_labels=[m.axis_label for m in measures], categories=[m.categories for m in measures],
+                 path=path, title=f"{domain.name}, iteration {iteration}{title}")

@@ -27,7 +27,7 @@ import numpy as np
 from qdaif.errors import RunDirError
 
 __all__ = ["RunDir", "CALIBRATION", "CHECKPOINT", "LEGACY_CHECKPOINT", "LOCK", "CONFIG", "METRICS", "HISTORY", "ELITES", "HEATMAP",
-           "atomic_write", "dumps", "disk_error"]
+           "atomic_write", "dumps", "disk_error", "read_jsonl"]
 
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
@@ -61,6 +61,26 @@ def _json_default(x: Any) -> Any:
 def dumps(row: Mapping[str, Any]) -> str:
     """One JSON line; numpy scalars and arrays become plain numbers and lists."""
     return json.dumps(row, default=_json_default, ensure_ascii=False)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Rows of a JSONL file; ``[]`` when it does not exist.
+
+    Raises:
+        RunDirError: A line is not JSON (names the file and line).
+    """
+    if not path.is_file():
+        return []
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise RunDirError(f"{path}:{n}: invalid JSON ({e.msg}); the file is damaged") from None
+    return rows
 
 
 def disk_error(path: Path | str, e: OSError) -> RunDirError:
@@ -325,11 +345,8 @@ class RunDir:
         atomic_write(self.file(name), "".join(dumps(r) + "\n" for r in rows).encode("utf-8"))
 
     def read_jsonl(self, name: str) -> list[dict[str, Any]]:
-        path = self.file(name)
-        if not path.is_file():
-            return []
-        with open(path, encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
+        """The rows of one of the run's JSONL files (see :func:`read_jsonl`)."""
+        return read_jsonl(self.file(name))
 
     # -------------------------------------------------------------- checkpoint
     def save_checkpoint(self, state: Mapping[str, Any]) -> None:

@@ -14,7 +14,6 @@ by its labels, as :func:`qdaif.domain.domain_from_config` does.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from qdaif.errors import RunDirError
-from qdaif.run_dir import CONFIG, ELITES, HISTORY, METRICS, RunDir
+from qdaif.run_dir import CONFIG, ELITES, HISTORY, METRICS, RunDir, read_jsonl
 
 __all__ = ["Axis", "RunData", "axes_from_config", "read_jsonl", "quality_grid", "load_run", "as_run", "drawable"]
 
@@ -111,21 +110,6 @@ def axes_from_config(config: Mapping[str, Any], *, where: str = CONFIG) -> list[
             raise RunDirError(f"{at}.edges must be an increasing list of at least 2 numbers")
         axes.append(Axis(name=str(m["name"]), label=label, edges=tuple(edges.tolist()), labels=labels))
     return axes
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise RunDirError(f"{path}:{n}: invalid JSON ({e.msg}); the file is damaged") from None
-    return rows
 
 
 def quality_grid(rows: Sequence[Mapping[str, Any]], dims: Sequence[int]) -> np.ndarray:

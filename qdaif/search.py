@@ -6,14 +6,14 @@ import dataclasses
 import json
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
 from qdaif.algorithms import QDAIF, Algorithm, Batch
-from qdaif.archive import EdgeGridArchive, archive_state, cells_of, make_archive, project_archive, restore_archive
+from qdaif.archive import EdgeGridArchive, archive_state, cells_of, make_archive, restore_archive
 from qdaif.domain import Domain
 from qdaif.errors import QDAIFError, RunDirError
 from qdaif.feedback import LabelJudge
@@ -146,6 +146,9 @@ class Search:
         batch_size: Candidates per iteration.
         seed: The run's seed; LM sampling seeds derive from it and the iteration.
         plot_every: Iterations between heatmap refreshes (0: only at the end).
+        refresh: Called with ``archive``, ``domain``, ``iteration`` and ``path`` (the
+            heatmap file) to redraw the run's pictures, e.g. :func:`qdaif.plot.draw_archive`;
+            ``None`` draws nothing.
     """
 
     def __init__(
@@ -159,6 +162,7 @@ class Search:
         batch_size: int,
         seed: int,
         plot_every: int = 0,
+        refresh: Callable[..., None] | None = None,
     ) -> None:
         self.domain = domain
         self.lm = lm
@@ -174,6 +178,7 @@ class Search:
         self.batch_size = batch_size
         self.seed = seed
         self.plot_every = plot_every
+        self.refresh = refresh
 
     def _load_or_compute_calibration(self, run_dir: RunDir) -> None:
         """Contextual calibration is computed once per run and kept in ``judge_calibration.json``."""
@@ -348,20 +353,10 @@ class Search:
         ]
 
     def plot(self) -> None:
-        from qdaif.plot import plot_heatmap
-
-        archive, measures, title = self.state.archive, list(self.domain.measures), ""
-        if len(measures) > 2:
-            # e.g. one 2D archive per input text: show the best elite over the leading axes
-            archive, measures = project_archive(archive, [len(measures) - 2, len(measures) - 1]), measures[-2:]
-            title = f" (best over {', '.join(m.name for m in self.domain.measures[:-2])})"
-        plot_heatmap(
-            archive,
-            axis_labels=[m.axis_label for m in measures],
-            categories=[m.categories for m in measures],
-            path=self.run_dir.file(HEATMAP),
-            title=f"{self.domain.name}, iteration {self.state.iteration}{title}",
-        )
+        """Asks the run's ``refresh`` callback (if any) to redraw its pictures; the loop draws nothing itself."""
+        if self.refresh is not None:
+            self.refresh(archive=self.state.archive, domain=self.domain, iteration=self.state.iteration,
+                         path=self.run_dir.file(HEATMAP))
 
     # ------------------------------------------------------------------- runs
     def back_to_checkpoint(self) -> SearchState:

@@ -135,6 +135,7 @@ def run_tta(*, run_path: str | Path, domain: "Domain", lm: "LM", judge_lm: "LM",
     from qdaif.plugin import make_plugin
     from qdaif.plugins.rewrites import Plugin
     from qdaif.run_dir import ELITES, HISTORY, METRICS, RunDir, dumps
+    from qdaif.runs import read_jsonl
 
     if m < 1:
         raise ConfigError(f"m must be >= 1, got {m}")
@@ -144,7 +145,7 @@ def run_tta(*, run_path: str | Path, domain: "Domain", lm: "LM", judge_lm: "LM",
     if not isinstance(plugin, Plugin):
         raise ConfigError(f"{run_path} is a run of domain {domain.name!r}; tta needs a run of the rewrites domain")
     run = RunDir(run_path)
-    metrics, history, elites = run.read_jsonl(METRICS), run.read_jsonl(HISTORY), run.read_jsonl(ELITES)
+    metrics, history, elites = (read_jsonl(run.file(name)) for name in (METRICS, HISTORY, ELITES))
     if not metrics:
         raise RunDirError(f"{run_path} has no {METRICS}: run at least one iteration first")
     ids = [t.id for t in plugin.inputs]
