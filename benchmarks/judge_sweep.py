@@ -7,7 +7,7 @@ Each variant changes some judges of the domain (``VARIANTS`` below; an option va
 ``pool`` means "the examples of ``benchmarks/data/judge_pools.yaml`` for that judge").
 For every variant it prints the headline figures of ``python -m qdaif judge labels=``
 (AUC for label judges, accuracy and macro-F1 for categorical ones, on the texts whose
-quality label is true) and the judge's wall time per text, so the cost of each option
+quality label is true) and the judge's wall and CPU time per text (CPU time is the steadier figure on a shared machine), so the cost of each option
 shows next to what it buys. Options are chosen on the ``dev`` split only; the held-out
 ``*_test.jsonl`` files are evaluated once, after the choice, with ``python -m qdaif judge``.
 """
@@ -39,6 +39,8 @@ VARIANTS: dict[str, dict[str, dict]] = {
     "orders": {"*": {"orders": "all"}},
     "calibrate": {"*": {"calibrate": True}},
     "orders+calibrate": {"*": {"orders": "all", "calibrate": True}},
+    "orders2": {"*": {"orders": 2}},
+    "orders2+calibrate": {"*": {"orders": 2, "calibrate": True}},
     "pool": {"*": {"examples": "pool"}},
     "pool+orders4": {"*": {"examples": "pool", "orders": 4}},
     "pool+calibrate": {"*": {"examples": "pool", "calibrate": True}},
@@ -92,13 +94,14 @@ def main(argv: list[str]) -> None:
         domain = domain_from_config(_apply(base, VARIANTS[v], pools, name))
         labels = {m.name for m in domain.measures if m.judge.kind == "label"}
         labelled = read_labelled(data, domain, positive={k: p for k, p in POSITIVE.items() if k in labels}, split=split)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         ev = judge_texts(LabelJudge(domain=domain, lm=lm), labelled.texts, 64)
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         reports = evaluate_judges(domain, labelled, ev, resamples=0)
         row = {f"{r.judge}/{r.subset}": {k: round(x, 3) for k, x in r.metrics.items() if k != "ece"} for r in reports}
-        results[v] = {"figures": row, "seconds_per_text": round(seconds / len(labelled.texts), 3)}
-        print(f"{v:24s} {seconds / len(labelled.texts):6.3f} s/text  "
+        n = len(labelled.texts)
+        results[v] = {"figures": row, "seconds_per_text": round(seconds / n, 3), "cpu_seconds_per_text": round(cpu / n, 3)}
+        print(f"{v:22s} {seconds / n:6.3f} s/text (cpu {cpu / n:6.3f})  "
               + "  ".join(f"{k} " + " ".join(f"{m}={x}" for m, x in f.items()) for k, f in row.items()), flush=True)
     if opts.get("output"):
         Path(opts["output"]).write_text(json.dumps({"domain": name, "data": str(data), "split": split,

@@ -274,6 +274,7 @@ class Search:
                 "quality": float(quality[j]),
                 "measures": measures[j].tolist(),
                 "cell": cells[j].tolist(),
+                "bins": self._bin_names(cells[j]),
                 "accepted": bool(accepted[j]),
                 "labels": {name: p[j].round(6).tolist() for name, p in labels.items()},
             }
@@ -333,7 +334,7 @@ class Search:
         return {"feasible_coverage": float(self.feasible[occupied].sum() / self.feasible.sum())}
 
     def elites(self) -> list[dict[str, Any]]:
-        """The archive as JSON rows: text, quality, measures, cell, id, iteration."""
+        """The archive as JSON rows: text, quality, measures, cell, bins (measure name -> bin name), id, iteration."""
         a = self.state.archive
         d = a.data()
         cells = a.int_to_grid_index(d["index"]) if len(d["index"]) else np.zeros((0, len(a.dims)), int)
@@ -345,12 +346,21 @@ class Search:
                 "quality": float(d["objective"][k]),
                 "measures": d["measures"][k].tolist(),
                 "cell": cells[k].tolist(),
+                "bins": self._bin_names(cells[k]),
                 "id": int(d["id"][k]),
                 "iteration": int(d["iteration"][k]),
                 **extra(d["solution"][k]),
             }
             for k in order
         ]
+
+    def _bin_names(self, cell: np.ndarray) -> dict[str, str]:
+        """Measure name -> the name of the cell's bin: its category, or its value range ``"lo-hi"``."""
+        out = {}
+        for m, k in zip(self.domain.measures, cell):
+            k = int(k)
+            out[m.name] = m.categories[k] if m.categories else f"{m.edges[k]:g}-{m.edges[k + 1]:g}"
+        return out
 
     def plot(self) -> None:
         """Asks the run's ``refresh`` callback (if any) to redraw its pictures; the loop draws nothing itself."""

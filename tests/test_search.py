@@ -154,3 +154,24 @@ def test_checkpoint_is_data_and_resume_is_exact_for_algorithms_and_plugin_domain
         assert (tmp_path / "full" / name).read_text() == (tmp_path / "part" / name).read_text()
     strip = lambda rows: [{k: v for k, v in r.items() if "seconds" not in k} for r in rows]  # noqa: E731
     assert strip(read(tmp_path / "full", METRICS)) == strip(read(tmp_path / "part", METRICS))
+
+
+def test_run_files_name_each_measure_bin(opinions_domain, tmp_path):
+    """elites.jsonl and history.jsonl say, per measure name, which bin a text is in (a category or a value range)."""
+    from qdaif.cli import compose_config
+    from qdaif.domain import domain_from_config
+
+    poetry = domain_from_config(compose_config(["domain=poetry"]).domain)
+    search = make_search(poetry, tmp_path / "poetry")
+    search.step()
+    rows = read(tmp_path / "poetry", ELITES) + read(tmp_path / "poetry", HISTORY)
+    assert rows
+    for row in rows:
+        assert row["bins"] == {"genre": poetry.measures[0].categories[row["cell"][0]],
+                               "tone": poetry.measures[1].categories[row["cell"][1]]}
+    search = make_search(opinions_domain, tmp_path / "opinions")
+    search.step()
+    edges = opinions_domain.measures[0].edges
+    for row in read(tmp_path / "opinions", ELITES):
+        k = row["cell"][0]
+        assert row["bins"] == {"sentiment": f"{edges[k]:g}-{edges[k + 1]:g}"}
