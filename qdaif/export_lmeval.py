@@ -257,8 +257,8 @@ def _model_line(info: Any, cfg: Any) -> str:
     info = info if isinstance(info, Mapping) else {}
     cfg = cfg if isinstance(cfg, Mapping) else {}
     name = info.get("name") or cfg.get("name") or "?"
-    backend = info.get("backend") or cfg.get("backend") or "?"
-    return f"{name} ({backend})"
+    extra = [str(info[k]) for k in ("backend", "package", "file", "dtype") if info.get(k)] or [str(cfg.get("backend") or "?")]
+    return f"{name} ({', '.join(extra)})"
 
 
 def _readme(run: RunData, *, result: LmEvalExport, data: str, min_quality: float | None, per_cell: int,
@@ -273,7 +273,7 @@ def _readme(run: RunData, *, result: LmEvalExport, data: str, min_quality: float
         m = next(x for x in d.get("measures") or [] if x.get("name") == result.measure)
         lines += [
             f"A multiple-choice set of {result.docs} texts from a qdaif archive of the `{run.domain_name}` domain "
-            f"({d.get('description') or 'no description'}). Each text comes with the label the archive's judge gave it "
+            f"({str(d.get('description') or 'no description').rstrip('.')}). Each text comes with the label the archive's judge gave it "
             f"on the measure `{result.measure}` ({_kind(m)} judge, axis \"{m.get('axis_label') or result.measure}\"); "
             "the prompt is that judge's own prompt (its few-shot prefix and query) and the choices are its label "
             "continuations: " + ", ".join(f"`{x}`" for x in result.choices) + ".",
@@ -283,8 +283,10 @@ def _readme(run: RunData, *, result: LmEvalExport, data: str, min_quality: float
             + ("The label is the category of the text's cell." if _kind(m) == "categorical" else
                f"The label is the side of 0.5 of the judge's P({result.choices[0].strip()}): the first choice when "
                "it is at least 0.5, else the second."),
-            "The judge itself may not score 100 %: it averages over example orders or is calibrated in some domains, "
-            "and the harness compares log-likelihoods of the choices without the judge's logit scale.",
+            "The judge's own model can score below 100 % where the judge's label is not simply the likelier "
+            "continuation of this prompt (a judge that averages over example orders, retrieves examples or is "
+            "calibrated) and through numeric differences (dtype, batching); the judge's logit scale does not change "
+            "which continuation is likelier.",
         ]
     else:
         mode = (d.get("settings") or {}).get("mode") or "data"
