@@ -39,7 +39,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from qdaif.errors import ConfigError, RunDirError
+from qdaif.errors import ConfigError
 from qdaif.human_eval import HumanMeasure, method_of, sample_items
 from qdaif.plot import RunData, load_run
 from qdaif.run_dir import atomic_write
@@ -210,12 +210,12 @@ def _check_out(out: Path) -> None:
         raise ConfigError(f"--out {str(out)!r} exists and is not empty; give a new or empty folder")
 
 
-def _yaml(fields: Mapping[str, Any], functions: Mapping[str, str] = {}) -> str:
+def _yaml(fields: Mapping[str, Any], functions: Mapping[str, str] | None = None) -> str:
     """The task YAML: ``fields`` as plain YAML, then ``key: !function utils.NAME`` lines."""
     import yaml
 
     text = yaml.safe_dump(dict(fields), sort_keys=False, allow_unicode=True, width=100)
-    return text + "".join(f"{key}: !function {target}\n" for key, target in functions.items())
+    return text + "".join(f"{key}: !function {target}\n" for key, target in (functions or {}).items())
 
 
 _UTILS_SOURCE = '''"""Metric of a qdaif multitask export (written by ``python -m qdaif export lm-eval``).
@@ -261,8 +261,7 @@ def _model_line(info: Any, cfg: Any) -> str:
     return f"{name} ({', '.join(extra)})"
 
 
-def _readme(run: RunData, *, result: LmEvalExport, data: str, min_quality: float | None, per_cell: int,
-            when: str, yaml_text: str) -> str:
+def _readme(run: RunData, *, result: LmEvalExport, data: str, min_quality: float | None, per_cell: int, when: str) -> str:
     c = run.config
     d = c.get("domain") or {}
     model = _model_line(c.get("model_info"), c.get("model"))
@@ -442,6 +441,6 @@ def export_lm_eval(
     if multitask:
         atomic_write(out / UTILS, _UTILS_SOURCE.encode("utf-8"))
     atomic_write(out / README, _readme(run, result=result, data=data, min_quality=min_quality, per_cell=per_cell,
-                                       when=when, yaml_text=yaml_text).encode("utf-8"))
+                                       when=when).encode("utf-8"))
     atomic_write(out / f"{task}.yaml", yaml_text.encode("utf-8"))
     return result
