@@ -8,6 +8,7 @@ Commands:
   human-eval  Blinded export of elites for human raters, and analysis of their ratings.
   compare     Group runs by domain and algorithm: curves and tables with bootstrap CIs.
   tta         Rewrites domain: a run's elites as test-time augmentations of its classifier.
+  export      A run's archive as an lm-evaluation-harness task folder.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ commands:
   human-eval
            python -m qdaif human-eval export DIR[=METHOD] [DIR ...] --per-cell K --out OUT
            python -m qdaif human-eval import OUT RATINGS [RATINGS ...]
+  export   python -m qdaif export lm-eval DIR --out OUT [--measure NAME] [--min-quality X] [--per-cell N] [--name TASK]
 
 Any key of configs/config.yaml can be overridden (e.g. model=hf model.name=<folder>,
 hydra.run.dir=DIR). Runs are written to runs/<domain>/<date_time>/.
@@ -622,6 +624,20 @@ def _number(kind: type, low: float, *, strict: bool = False, what: str = ""):
     return parse
 
 
+def _finite(text: str) -> float:
+    """An argparse type: a finite number."""
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
 def _folder_arg(path: str | None, flag: str) -> Path | None:
     """``--out`` naming a folder: refused when it is an existing file."""
     if path is None:
@@ -724,8 +740,32 @@ def _human_eval_command(args: list[str]) -> None:
     print(f"qdaif: wrote {he.RESULTS_MD}, {he.RESULTS_CSV} and {he.AGREEMENT_CSV} in {a.out}")
 
 
+def _export_command(args: list[str]) -> None:
+    from qdaif.export_lmeval import export_lm_eval
+
+    p = _parser("export", "Export a run's archive for other tools.")
+    sub = p.add_subparsers(dest="format", required=True, parser_class=type(p))
+    e = sub.add_parser("lm-eval", help="an lm-evaluation-harness task folder (lm_eval --include_path OUT --tasks NAME)")
+    e.add_argument("dir", metavar="DIR", help="run directory")
+    e.add_argument("--out", required=True, help="task folder to write (new or empty)")
+    e.add_argument("--measure", help="label or categorical measure whose labels are the answers (default: the first)")
+    e.add_argument("--min-quality", type=_finite, default=None, metavar="X",
+                   help="keep texts whose judged quality is >= X")
+    e.add_argument("--per-cell", type=_number(int, 1), default=1, metavar="N",
+                   help="texts per filled cell: the elite, then the next best judged texts (default 1)")
+    e.add_argument("--name", metavar="TASK", help="task name (default qdaif_<domain>_<measure>, multitask: qdaif_multitask_<mode>)")
+    a = p.parse_args(args)
+    result = export_lm_eval(_existing_dir(a.dir), out=a.out, measure=a.measure, min_quality=a.min_quality,
+                            per_cell=a.per_cell, name=a.name)
+    what = (f"measure {result.measure}, choices {', '.join(repr(c) for c in result.choices)}" if result.measure
+            else f"{result.left_out} without a checkable sub-task left out")
+    print(f"qdaif: wrote task {result.task} ({result.output_type}, {result.docs} documents; {what}) to {result.out}: "
+          f"lm_eval --include_path {result.out} --tasks {result.task}")
+
+
 COMMANDS = {"run": _run_command, "judge": _judge_command, "plot": _plot_command, "report": _report_command,
-            "human-eval": _human_eval_command, "compare": _compare_command}
+            "human-eval": _human_eval_command, "compare": _compare_command,
+            "export": _export_command}
 #: Entry-point group in which plugins register their own commands (``name = "module:function"``).
 COMMAND_GROUP = "qdaif.commands"
 

@@ -17,7 +17,8 @@ python -m pip install -q --upgrade pip
 python -c "import torch" 2>/dev/null || python -m pip install -q torch==2.13.0
 
 if [ "$dev" = 1 ]; then
-  python -m pip install -q -e '.[baselines,dev]'
+  # lmeval: lm-evaluation-harness for the export round trip (it pulls no torch: the pinned one stays)
+  python -m pip install -q -e '.[baselines,dev,lmeval]'
 else
   python -m pip install -q -e '.[baselines]'
 fi

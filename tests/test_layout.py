@@ -8,7 +8,7 @@ import qdaif
 ROOT = Path(qdaif.__file__).parent
 ENGINE = ["search.py", "algorithms.py", "archive.py", "feedback.py", "operators.py", "domain.py", "run_dir.py",
           "plugin.py", "embeddings.py", "lm"]
-ANALYSIS = ["plot.py", "report.py", "compare.py", "human_eval.py", "plugins/rewrites/tta.py"]
+ANALYSIS = ["plot.py", "report.py", "compare.py", "human_eval.py", "export_lmeval.py", "plugins/rewrites/tta.py"]
 
 
 def imports(path: Path) -> dict[str, set[str]]:
