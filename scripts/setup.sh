@@ -17,7 +17,7 @@ python -m pip install -q --upgrade pip
 python -c "import torch" 2>/dev/null || python -m pip install -q torch==2.13.0
 
 if [ "$dev" = 1 ]; then
-  python -m pip install -q -e '.[baselines,dev]'
+  python -m pip install -q -e '.[baselines,dev,sweep]'   # sweep: Hydra's joblib and Slurm launchers
 else
   python -m pip install -q -e '.[baselines]'
 fi
