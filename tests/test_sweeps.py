@@ -11,7 +11,7 @@ from hydra.errors import MissingConfigException
 from qdaif import cli
 from qdaif.compare import SUMMARY_CSV
 from qdaif.errors import ConfigError
-from tests.helpers import cli_in_fork
+from tests.helpers import cli_in_fork, run_cli
 
 FAKE = ["model=scripted_fake", "progress=false", "plot_every=0", "batch_size=2"]
 RUN_FILES = ("config.yaml", "metrics.jsonl", "history.jsonl", "elites.jsonl", "checkpoint.json", ".hydra/config.yaml",
@@ -34,12 +34,11 @@ def test_joblib_sweep_runs_algorithms_x_seeds_in_parallel_and_compare_reads_them
     """Item 5: 2 algorithms x 2 seeds on the joblib launcher, 2 at a time: 4 self-contained runs, compared."""
     _need("hydra_plugins.hydra_joblib_launcher")
     sweep = tmp_path / "sweep"
-    code, err = cli_in_fork("run", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                            "algorithm=qdaif,random_search", "seed=0,1", "iterations=2", *FAKE,
-                            f"hydra.sweep.dir={sweep}", cwd=tmp_path, out=tmp_path / "sweep_log", timeout=300)
-    out = (tmp_path / "sweep_log.stdout").read_text()
-    assert code == 0, err
-    assert "Joblib.Parallel(n_jobs=2" in out + err  # Hydra's joblib launcher ran the jobs
+    # A process of its own (not a fork of pytest), which shuts its joblib workers down when it exits.
+    proc = run_cli("run", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "algorithm=qdaif,random_search",
+                   "seed=0,1", "iterations=2", *FAKE, f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=300, check=True)
+    out = proc.stdout
+    assert "Joblib.Parallel(n_jobs=2" in proc.stdout + proc.stderr  # Hydra's joblib launcher ran the jobs
     runs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
     assert [p.name for p in runs] == ["0_opinions_qdaif_seed0", "1_opinions_qdaif_seed1",
                                       "2_opinions_random_search_seed0", "3_opinions_random_search_seed1"]
@@ -141,8 +140,8 @@ def test_a_sweep_job_whose_directory_holds_a_run_fails_in_one_line(tmp_path):
     code, err = cli_in_fork("run", "seed=3", "iterations=1", *FAKE, f"hydra.run.dir={job}", cwd=tmp_path,
                             out=tmp_path / "first", timeout=300)
     assert code == 0, err
-    code, err = cli_in_fork("run", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=1", "seed=3", "iterations=1",
-                            *FAKE, f"hydra.sweep.dir={sweep}", cwd=tmp_path, out=tmp_path / "again", timeout=300)
-    assert code == 2 and "Traceback" not in err
-    assert err.strip().splitlines()[-1] == (
+    proc = run_cli("run", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=1", "seed=3", "iterations=1", *FAKE,
+                   f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
         f"qdaif: error: {job} already holds a run; resume it with resume={job} or choose another hydra.sweep.dir")
