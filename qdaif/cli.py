@@ -32,6 +32,8 @@ commands:
   run      search: python -m qdaif run domain=opinions iterations=30 batch_size=16 seed=0
            resume: python -m qdaif run resume=runs/opinions/<date_time> [iterations=M]
            sweep:  python -m qdaif run -m seed=0,1,2
+                   in parallel: python -m qdaif run -m hydra/launcher=joblib hydra.launcher.n_jobs=4 seed=0,1,2,3
+                   on Slurm: python -m qdaif run -m hydra/launcher=slurm hydra.launcher.partition=P seed=0,1,2
   judge    python -m qdaif judge domain=opinions input=texts.jsonl [output=scores.jsonl] [chunk=64]
            evaluate the judges: python -m qdaif judge domain=opinions labels=labelled.jsonl|.csv
              [output=report.json] [bootstrap=1000] [seed=0] [positive=JUDGE:CLASS] [split=NAME]
@@ -50,6 +52,8 @@ hydra.run.dir=DIR). Runs are written to runs/<domain>/<date_time>/.
 
 # Keys that may change when a run is resumed; everything else is the run's own config.
 RESUMABLE_KEYS = {"iterations", "progress", "plot_every", "cache", "allow_code"}
+# Hydra launchers that the optional extra ``sweep`` installs (configs/hydra/launcher/slurm.yaml extends one).
+SWEEP_EXTRA_LAUNCHERS = ("joblib", "submitit_local", "submitit_slurm", "slurm")
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -67,9 +71,16 @@ def _explain_composition_error(e: Exception, overrides: Sequence[str]) -> str:
         options = list(getattr(e, "options", None) or [])
         if group == "domain":
             return f"unknown domain {name!r}; known domains: {', '.join(options)} (a domain is a YAML file in domains/)"
+        if group == "hydra/launcher" and name in SWEEP_EXTRA_LAUNCHERS:
+            return (f"hydra/launcher {name!r} is not installed; install the sweep extra: pip install -e '.[sweep]' "
+                    f"(installed launchers: {', '.join(options)})")
         if group:
             return f"unknown {group} {name!r}; choose one of: {', '.join(options)}"
         return f"config {missing!r} not found"
+    if "Could not load 'hydra/launcher/" in text:  # a launcher config (configs/hydra/launcher/) extends a missing one
+        name = text.split("Could not load 'hydra/launcher/", 1)[1].split("'", 1)[0]
+        if name in SWEEP_EXTRA_LAUNCHERS:
+            return f"hydra/launcher {name!r} is not installed; install the sweep extra: pip install -e '.[sweep]'"
     if "Could not override '" in text:
         key = text.split("Could not override '", 1)[1].split("'", 1)[0]
         hint = ""
@@ -81,6 +92,9 @@ def _explain_composition_error(e: Exception, overrides: Sequence[str]) -> str:
         except Exception:  # noqa: BLE001 - the hint is optional
             pass
         return f"unknown config key {key!r}{hint}; see configs/config.yaml for the keys, or prefix it with + to add a new one"
+    if text.startswith("Error merging override ") and e.__cause__ is not None:  # e.g. hydra.launcher.n_jobs=x
+        reason = str(e.__cause__).strip().splitlines()[0] if str(e.__cause__).strip() else type(e.__cause__).__name__
+        return f"cannot set {text[len('Error merging override '):].strip()}: {reason}"
     return " ".join(text.split())
 
 
@@ -283,8 +297,12 @@ def _execute(search, cfg: Any, run_path: Path) -> None:
     )
 
 
-def _claim_new_run_dir(run_path: str | Path):
+def _claim_new_run_dir(run_path: str | Path, *, dir_key: str = "hydra.run.dir"):
     """Locks ``run_path`` for this process and checks that it holds no run yet.
+
+    Args:
+        run_path: The run directory.
+        dir_key: The setting that chose it, named in the error (``hydra.sweep.dir`` for a sweep's job).
 
     Raises:
         RunDirError: Another process holds it, or it already holds a run.
@@ -296,12 +314,17 @@ def _claim_new_run_dir(run_path: str | Path):
     run_dir.lock()
     if run_dir.holds_run():
         raise RunDirError(f"{run_dir.path} already holds a run; resume it with resume={run_dir.path} "
-                          "or choose another hydra.run.dir")
+                          f"or choose another {dir_key}")
     return run_dir
 
 
-def start_run(cfg: Any, run_path: str | Path) -> None:
+def start_run(cfg: Any, run_path: str | Path, *, dir_key: str = "hydra.run.dir") -> None:
     """Starts a new run in ``run_path`` with a composed config.
+
+    Args:
+        cfg: The composed run config.
+        run_path: The run directory (new or empty).
+        dir_key: The setting that chose ``run_path``, named when it already holds a run.
 
     Raises:
         RunDirError: ``run_path`` is in use by another process or already holds a run.
@@ -314,7 +337,7 @@ def start_run(cfg: Any, run_path: str | Path) -> None:
     from qdaif.search import Search, SearchState
 
     validate_run_config(cfg)
-    run_dir = _claim_new_run_dir(run_path)
+    run_dir = _claim_new_run_dir(run_path, dir_key=dir_key)
     domain, lm, judge_lm = _build(cfg)
     record = OmegaConf.to_container(cfg, resolve=True)
     record["model_info"] = lm.describe()
@@ -448,14 +471,17 @@ def _hydra_task(cfg) -> None:
     from qdaif.run_dir import RunDir
 
     output_dir = HydraConfig.get().runtime.output_dir
+    multirun = HydraConfig.get().mode.name == "MULTIRUN"
     try:
         apply_domain_file(cfg)
-        start_run(cfg, output_dir)
+        start_run(cfg, output_dir, dir_key="hydra.sweep.dir" if multirun else "hydra.run.dir")
     except QDAIFError as e:
         _fail(str(e))
     finally:
-        if HydraConfig.get().mode.name == "MULTIRUN":
-            RunDir(output_dir).unlock()  # the jobs of a sweep run one after another in this process
+        if multirun:
+            # A launcher may run several jobs in one process, one after another (basic: all of
+            # them; joblib: each worker runs several): each releases its directory when done.
+            RunDir(output_dir).unlock()
 
 
 def _hydra_quote(value: str) -> str:
@@ -519,7 +545,23 @@ def _run_command(args: list[str]) -> None:
 
     _register_resolvers()
     sys.argv = [sys.argv[0], *args]
-    hydra.main(config_path=str(configs_dir()), config_name="config", version_base="1.3")(_hydra_task)()
+    if not multirun:
+        hydra.main(config_path=str(configs_dir()), config_name="config", version_base="1.3")(_hydra_task)()
+        return
+    # A job of a sweep that fails ends its process with one "qdaif: error:" line. The basic and joblib
+    # launchers pass that exit on; submitit's reports the job's stderr in an exception, which Hydra
+    # would print as a traceback: with HYDRA_FULL_ERROR it reaches us, and the job's line is shown.
+    import os
+
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    try:
+        hydra.main(config_path=str(configs_dir()), config_name="config", version_base="1.3")(_hydra_task)()
+    except Exception as e:  # noqa: BLE001 - only a failed job's own line is shortened; anything else is raised
+        lines = [line for line in str(e).splitlines() if line.startswith("qdaif: error: ")]
+        if not lines:
+            raise
+        print(lines[-1], file=sys.stderr)
+        sys.exit(2)
 
 
 # -------------------------------------------------------------------- judge

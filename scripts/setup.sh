@@ -17,8 +17,9 @@ python -m pip install -q --upgrade pip
 python -c "import torch" 2>/dev/null || python -m pip install -q torch==2.13.0
 
 if [ "$dev" = 1 ]; then
-  # lmeval: lm-evaluation-harness for the export round trip (it pulls no torch: the pinned one stays)
-  python -m pip install -q -e '.[baselines,dev,lmeval]'
+  # lmeval: lm-evaluation-harness for the export round trip (it pulls no torch: the pinned one stays);
+  # sweep: Hydra's joblib and Slurm launchers
+  python -m pip install -q -e '.[baselines,dev,lmeval,sweep]'
 else
   python -m pip install -q -e '.[baselines]'
 fi
