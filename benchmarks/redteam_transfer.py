@@ -33,12 +33,15 @@ def rows(path: Path) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("args", nargs="+", help="run directories, then model overrides such as model.threads=1")
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("overrides", nargs="*", default=[], help="model overrides, e.g. model.threads=1")
-    args, extra = ap.parse_known_args()
-    runs = [r for r in args.runs if (r / "elites.jsonl").is_file()]
-    cfg = compose_config(["domain=redteam", *args.overrides, *extra])
+    args = ap.parse_args()
+    overrides = [a for a in args.args if "=" in a]
+    runs = [Path(a) for a in args.args if "=" not in a]
+    missing = [str(r) for r in runs if not (r / "elites.jsonl").is_file()]
+    if missing or not runs:
+        raise SystemExit(f"redteam_transfer: not run directories (no elites.jsonl): {', '.join(missing) or 'none given'}")
+    cfg = compose_config(["domain=redteam", *overrides])
     lm = make_lm(cfg.model)
     out, examples = [], []
     for run in runs:
