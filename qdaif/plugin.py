@@ -9,7 +9,7 @@ candidate) or exact checkers, names a plugin in its YAML file::
 
 The module defines ``Plugin``, a subclass of :class:`DomainPlugin`. A domain file is
 data, so ``plugin:`` names only a *registered* plugin: a built-in one (``multitask``,
-``rewrites``) or one that an installed package declares as an entry point::
+``rewrites``, ``redteam``) or one that an installed package declares as an entry point::
 
     [project.entry-points."qdaif.plugins"]
     my_domain = "my_package.my_domain"       # a module defining Plugin (or "module:Class")
@@ -46,7 +46,8 @@ __all__ = ["DomainPlugin", "plugin_class", "make_plugin", "registered_plugins", 
 #: Entry-point group in which installed packages register their plugins.
 ENTRY_POINT_GROUP = "qdaif.plugins"
 #: The plugins shipped with qdaif (also registered as entry points in pyproject.toml).
-BUILTIN_PLUGINS = {"multitask": "qdaif.plugins.multitask", "rewrites": "qdaif.plugins.rewrites"}
+BUILTIN_PLUGINS = {"multitask": "qdaif.plugins.multitask", "rewrites": "qdaif.plugins.rewrites",
+                   "redteam": "qdaif.plugins.redteam"}
 
 
 class DomainPlugin(abc.ABC):

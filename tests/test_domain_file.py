@@ -60,7 +60,7 @@ def test_plugin_from_the_current_folder_is_refused_without_allow_code(tmp_path, 
     example["plugin"] = "evil_plugin"
     (tmp_path / "d.yaml").write_text(yaml.safe_dump(example))
     proc = run_cli("run", "domain_file=d.yaml", *FAKE_RUN, cwd=tmp_path)
-    assert_one_line_error(proc, "'evil_plugin' is not a registered plugin", "multitask, rewrites", "allow_code=true")
+    assert_one_line_error(proc, "'evil_plugin' is not a registered plugin", "multitask, redteam, rewrites", "allow_code=true")
     assert not (tmp_path / "MARKER").exists()
     assert not (tmp_path / "runs").exists()
     # the user's explicit trust imports it (and this module is no plugin)
