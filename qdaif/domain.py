@@ -23,6 +23,7 @@ __all__ = ["Generation", "CategoryGeneration", "LMXPrompt", "RewritePrompt", "La
            "project_root", "configs_dir", "domain_names", "literal_texts", "example_orders"]
 
 TEXT = "{text}"
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 def project_root() -> Path:
@@ -304,12 +305,17 @@ class LabelJudgeSpec:
     retrieve: int = 0  # per candidate, show only the ``retrieve`` examples most similar to it
     calibrate: bool = False  # contextual calibration against content-free inputs
     max_lines: int = 0  # the judge reads only the first max_lines non-blank lines of a text (0: all)
+    last_sentences: int = 0  # the judge reads only the last last_sentences sentences of a text (0: all)
 
     def judged_text(self, text: str) -> str:
-        """Returns the part of ``text`` the judge reads: all of it, or its first ``max_lines`` non-blank lines."""
-        if not self.max_lines:
-            return text
-        return "\n".join([line for line in text.splitlines() if line.strip()][: self.max_lines])
+        """Returns the part of ``text`` the judge reads: all of it, its first ``max_lines`` non-blank lines,
+        and/or its last ``last_sentences`` sentences (split after ``.``, ``!`` or ``?`` and a space)."""
+        if self.max_lines:
+            text = "\n".join([line for line in text.splitlines() if line.strip()][: self.max_lines])
+        if self.last_sentences:
+            sentences = _SENTENCE_END.split(text.strip())
+            text = " ".join(sentences[-self.last_sentences:])
+        return text
 
     def prompt_parts(self, text: str) -> tuple[str, str]:
         """Returns (shared prefix, candidate-specific suffix) of the judge prompt.
@@ -430,7 +436,7 @@ _DOMAIN_KEYS = {"name", "version", "description", "lmx", "seeds", "generation", 
                 "zero_shot", "rewrite", "plugin", "settings", "judges"}
 MUTATIONS = ("lmx_near", "lmx_rewrite")
 _JUDGE_KEYS = {"name", "query", "labels", "shots", "logit_scale", "kind", "values", "examples", "orders", "retrieve",
-               "calibrate", "max_lines"}
+               "calibrate", "max_lines", "last_sentences"}
 _MEASURE_KEYS = _JUDGE_KEYS | {"edges", "axis_label", "categories", "anchors"}
 _COMPUTED_KEYS = {"name", "kind", "edges", "axis_label", "categories"}
 
@@ -512,6 +518,7 @@ def _judge(node: Mapping[str, Any], where: str, keys: set[str] = _JUDGE_KEYS,
         retrieve=retrieve,
         calibrate=calibrate,
         max_lines=_int(node, "max_lines", where, 0, low=0),
+        last_sentences=_int(node, "last_sentences", where, 0, low=0),
     )
 
 

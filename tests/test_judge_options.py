@@ -150,3 +150,13 @@ def test_a_run_stores_its_calibration_and_a_resume_reads_it(tmp_path):
     s = Search(domain=domain, lm=lm2, judge_lm=lm2, run_dir=run_dir, state=SearchState.new(domain, 0),
                batch_size=2, seed=0)
     assert lm2.calls == [] and s.judge.calibration == {"q": [[0.5, 0.5]]}
+
+
+def test_last_sentences_makes_the_judge_read_only_the_end():
+    spec = _domain(last_sentences=2).quality
+    text = "First part. Then a twist! Was it over? It was."
+    assert spec.judged_text(text) == "Was it over? It was."
+    assert spec.prompt_parts(text)[1] == "Text: Was it over? It was.\nAnswer:"
+    assert _domain(last_sentences=9).quality.judged_text("One. Two.") == "One. Two."
+    with pytest.raises(ConfigError, match="last_sentences must be an integer >= 0"):
+        _domain(last_sentences=-1)
