@@ -14,7 +14,7 @@ import yaml
 from qdaif import cli
 from qdaif.errors import ConfigError
 from qdaif.export_lmeval import GENERATE_UNTIL, MULTIPLE_CHOICE, export_lm_eval
-from qdaif.plot import load_run
+from qdaif.runs import load_run
 from tests.test_plot import make_run, random_rows
 
 # A pure-data domain with a categorical measure (two labels: the scripted fake LM scores any
