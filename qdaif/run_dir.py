@@ -18,6 +18,7 @@ import json
 import os
 import re
 import tempfile
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -182,12 +183,20 @@ def _decode(x: Any, arrays: Mapping[str, np.ndarray]) -> Any:
     return {k: _decode(v, arrays) for k, v in x.items()}
 
 
-def _lock_holder(fd: int) -> str:
-    try:
-        text = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
-    except OSError:
-        text = ""
-    return f"pid {text}" if text.isdigit() else "a process that has not written its pid yet"
+def _lock_holder(fd: int, wait: float = 1.0) -> str:
+    """The lock holder's pid as written in the lock file; waits up to ``wait`` s for a holder
+    that has taken the lock but not yet written its pid (a race of two starts)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            text = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+        except OSError:
+            text = ""
+        if text.isdigit():
+            return f"pid {text}"
+        if time.monotonic() >= deadline:
+            return "a process that has not written its pid yet"
+        time.sleep(0.02)
 
 
 class RunDir:

@@ -322,6 +322,7 @@ class _NoSpaceAfter:
 def test_no_space_left_leaves_the_last_checkpoint(opinions_domain, tmp_path, monkeypatch, name):
     from qdaif.algorithms import QDAIF
     from qdaif.lm._fake import ScriptedFakeLM
+    from qdaif.plot import draw_archive
     from qdaif.search import Search, SearchState
 
     def search(path, state=None):
@@ -331,7 +332,7 @@ def test_no_space_left_leaves_the_last_checkpoint(opinions_domain, tmp_path, mon
         if state is not None:
             state = SearchState.from_checkpoint(run_dir.load_checkpoint(), domain=opinions_domain, algorithm=algo)
         return Search(domain=opinions_domain, lm=lm, judge_lm=lm, run_dir=run_dir, plot_every=3, batch_size=4, seed=0,
-                      state=state or SearchState.new(opinions_domain, 0, algo))
+                      state=state or SearchState.new(opinions_domain, 0, algo), refresh=draw_archive)
 
     search(tmp_path / "ref").run(6, progress=False)
     s = search(tmp_path / "out")
