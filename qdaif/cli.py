@@ -51,7 +51,7 @@ hydra.run.dir=DIR). Runs are written to runs/<domain>/<date_time>/.
 """
 
 # Keys that may change when a run is resumed; everything else is the run's own config.
-RESUMABLE_KEYS = {"iterations", "progress", "plot_every", "cache", "allow_code"}
+RESUMABLE_KEYS = {"iterations", "progress", "plot_every", "cache", "allow_code", "pipeline"}
 # Hydra launchers that the optional extra ``sweep`` installs (configs/hydra/launcher/slurm.yaml extends one).
 SWEEP_EXTRA_LAUNCHERS = ("joblib", "submitit_local", "submitit_slurm", "slurm")
 
@@ -228,6 +228,10 @@ def validate_run_config(cfg: Any) -> None:
     _int_at_least(cfg, "init_evaluations", 0)
     _int_at_least(cfg, "min_init_cells", 1)
     _int_at_least(cfg, "plot_every", 0)
+    from qdaif.search import PIPELINES
+
+    if cfg.get("pipeline", "auto") not in PIPELINES:
+        raise ConfigError(f"pipeline must be one of {', '.join(PIPELINES)}, got {cfg.get('pipeline')!r}")
     from qdaif.plugin import make_plugin
 
     make_plugin(domain_from_config(cfg.domain, allow_code=allow_code(cfg)))  # a plugin validates its settings when built
@@ -350,6 +354,7 @@ def start_run(cfg: Any, run_path: str | Path, *, dir_key: str = "hydra.run.dir")
     search = Search(
         domain=domain, lm=lm, judge_lm=judge_lm, run_dir=run_dir, state=SearchState.new(domain, int(cfg.seed), algorithm),
         batch_size=int(cfg.batch_size), seed=int(cfg.seed), plot_every=int(cfg.plot_every), refresh=draw_archive,
+        pipeline=str(cfg.get("pipeline", "auto")),
     )
     _execute(search, cfg, run_dir.path)
 
@@ -427,6 +432,7 @@ def resume_run(path: str | Path, overrides: Sequence[str] = ()) -> None:
     search = Search(
         domain=domain, lm=lm, judge_lm=judge_lm, run_dir=run_dir, state=state,
         batch_size=int(cfg.batch_size), seed=int(cfg.seed), plot_every=int(cfg.plot_every), refresh=draw_archive,
+        pipeline=str(cfg.get("pipeline", "auto")),
     )
     run_dir.write_jsonl(ELITES, search.elites())  # a kill may have left it one iteration ahead
     print(f"qdaif: resuming {run_dir.path} at iteration {state.iteration} of {cfg.iterations}", file=sys.stderr)

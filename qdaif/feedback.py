@@ -52,6 +52,24 @@ class Evaluation:
         """Mask of texts whose quality and measures are all finite, shape ``(n,)``."""
         return np.isfinite(self.quality) & np.all(np.isfinite(self.measures), axis=1)
 
+    @classmethod
+    def concat(cls, parts: Sequence["Evaluation"], *, like: "Evaluation") -> "Evaluation":
+        """Stacks evaluations of consecutive texts into one, in order.
+
+        Args:
+            parts: Evaluations to stack (each of any ``n``).
+            like: An evaluation of the same judges (e.g. of no texts), which gives the
+                shapes when ``parts`` is empty.
+        """
+        parts = [like, *parts]
+        details = None
+        if any(p.details is not None for p in parts[1:]):
+            details = [d for p in parts for d in (p.details or [{}] * len(p.quality))]
+        return cls(quality=np.concatenate([p.quality for p in parts]),
+                   measures=np.concatenate([p.measures for p in parts]),
+                   label_probs={k: np.concatenate([p.label_probs[k] for p in parts]) for k in like.label_probs},
+                   details=details)
+
 
 CONTENT_FREE = ("N/A", "", "[MASK]")
 """Content-free inputs of contextual calibration (Zhao et al. 2021, "Calibrate before use")."""

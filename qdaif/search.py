@@ -14,14 +14,18 @@ import numpy as np
 
 from qdaif.algorithms import QDAIF, Algorithm, Batch
 from qdaif.archive import EdgeGridArchive, archive_state, cells_of, make_archive, restore_archive
-from qdaif.domain import Domain
-from qdaif.errors import QDAIFError, RunDirError
-from qdaif.feedback import LabelJudge
+from qdaif.domain import Domain, Generation
+from qdaif.errors import ConfigError, QDAIFError, RunDirError
+from qdaif.feedback import Evaluation, LabelJudge
 from qdaif.lm import LM
+from qdaif.operators import Proposal
 from qdaif.plugin import make_plugin
 from qdaif.run_dir import CALIBRATION, ELITES, HEATMAP, HISTORY, METRICS, RunDir, atomic_write
 
-__all__ = ["SearchState", "Search", "Interrupted", "iteration_seed"]
+__all__ = ["SearchState", "Search", "Interrupted", "iteration_seed", "PIPELINES"]
+
+#: How an iteration's LM calls are ordered; see :class:`Search`.
+PIPELINES = ("auto", "barrier", "candidate")
 
 
 class Interrupted(Exception):
@@ -111,6 +115,29 @@ class SearchState:
             raise RunDirError(f"the checkpoint does not fit the run's config ({type(e).__name__}: {e})") from None
 
 
+@dataclasses.dataclass
+class _Judged:
+    """An iteration's candidates after generate, parse and evaluate, in proposal order."""
+
+    proposals: list[Proposal]
+    texts: list[str]  # parsed text per proposal ("" where dropped)
+    keep: list[int]  # proposals with a text; ``evaluation`` has one row each
+    evaluation: Evaluation
+    invalid: int  # dropped because the plugin could not parse them
+
+
+@dataclasses.dataclass
+class _Inserted:
+    """What the archive did with an iteration's finite candidates."""
+
+    kept: list[int]  # proposals judged finite and added
+    ok: np.ndarray  # mask over ``_Judged.keep``
+    ids: np.ndarray
+    cells: np.ndarray
+    accepted: np.ndarray  # holds its cell after the insert
+    new_cells: int
+
+
 @contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     def handler(signum, frame):  # noqa: ARG001
@@ -149,6 +176,14 @@ class Search:
         refresh: Called with ``archive``, ``domain``, ``iteration`` and ``path`` (the
             heatmap file) to redraw the run's pictures, e.g. :func:`qdaif.plot.draw_archive`;
             ``None`` draws nothing.
+        pipeline: ``barrier`` (all generations, then all judging), ``candidate`` (each
+            candidate is judged as soon as its generation returns; for backends whose
+            requests run concurrently, e.g. ``openai``) or ``auto`` (``candidate`` when
+            every model is concurrent and the domain has no plugin). Both give the same
+            archive for a seed.
+
+    Raises:
+        ConfigError: An unknown ``pipeline``.
     """
 
     def __init__(
@@ -163,6 +198,7 @@ class Search:
         seed: int,
         plot_every: int = 0,
         refresh: Callable[..., None] | None = None,
+        pipeline: str = "auto",
     ) -> None:
         self.domain = domain
         self.lm = lm
@@ -179,6 +215,10 @@ class Search:
         self.seed = seed
         self.plot_every = plot_every
         self.refresh = refresh
+        if pipeline not in PIPELINES:
+            raise ConfigError(f"pipeline must be one of {', '.join(PIPELINES)}, got {pipeline!r}")
+        self.pipeline = pipeline
+        self._pool = None  # the pipeline's threads, made on first use
 
     def _load_or_compute_calibration(self, run_dir: RunDir) -> None:
         """Contextual calibration is computed once per run and kept in ``judge_calibration.json``."""
@@ -189,143 +229,226 @@ class Search:
         atomic_write(path, (json.dumps(self.judge.calibration, indent=1) + "\n").encode("utf-8"))
 
     # ------------------------------------------------------------------ steps
+    def _lms(self) -> list[LM]:
+        return list({id(x): x for x in (self.lm, self.judge_lm)}.values())
+
     def _cache_counts(self) -> tuple[int, int]:
-        lms = {id(x): x for x in (self.lm, self.judge_lm)}.values()
+        lms = self._lms()
         return sum(int(getattr(m, "hits", 0)) for m in lms), sum(int(getattr(m, "misses", 0)) for m in lms)
 
-    def step(self) -> dict[str, Any]:
-        """Runs one iteration; returns its metrics line."""
-        t_start = time.perf_counter()
-        hits0, misses0 = self._cache_counts()
-        s, gen = self.state, self.domain.generation
-        iteration = s.iteration + 1
-        proposals = s.algorithm.propose(s.archive, s.evaluations, s.rng, self.batch_size)
+    def _server_counts(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for m in self._lms():
+            out.update(m.server_counters())
+        return out
 
+    @property
+    def pipelined(self) -> bool:
+        """Whether iterations run per candidate without barriers (see ``pipeline``)."""
+        if self.pipeline == "barrier" or self.plugin is not None:
+            return False
+        return self.pipeline == "candidate" or all(m.concurrent for m in self._lms())
+
+    def step(self) -> dict[str, Any]:
+        """Runs one iteration: propose, generate, parse, evaluate, insert, record; returns its metrics line."""
+        t_start = time.perf_counter()
+        before = self._cache_counts(), self._server_counts()
+        iteration = self.state.iteration + 1
+        proposals = self.propose()
         t0 = time.perf_counter()
-        # One batched call per distinct generation setting: one call unless an operator
-        # asks for other settings (e.g. a one-line edit that stops at a newline).
-        groups: dict[Any, list[int]] = {}
+        judged = (self._pipelined if self.pipelined else self._barrier)(proposals, iteration)
+        lm_seconds = time.perf_counter() - t0
+        inserted = self.insert(judged, iteration)
+        return self.record(judged, inserted, iteration=iteration, lm_seconds=lm_seconds, t_start=t_start,
+                           before=before)
+
+    def propose(self) -> list[Proposal]:
+        """Asks the algorithm for ``batch_size`` prompts (mutation of elites, or seeds)."""
+        s = self.state
+        return s.algorithm.propose(s.archive, s.evaluations, s.rng, self.batch_size)
+
+    def _settings(self, proposal: Proposal) -> Generation:
+        """The domain's generation settings with the operator's overrides (e.g. a one-line edit's stop)."""
+        over = {k: tuple(v) if k == "stop" else v for k, v in proposal.generation.items()}
+        return dataclasses.replace(self.domain.generation, **over)
+
+    def _groups(self, proposals: list[Proposal]) -> dict[Generation, list[int]]:
+        """Proposal indices by generation setting: one batched call each (one call unless operators override)."""
+        groups: dict[Generation, list[int]] = {}
         for i, p in enumerate(proposals):
-            g = dataclasses.replace(gen, **{k: tuple(v) if k == "stop" else v for k, v in p.generation.items()})
-            groups.setdefault(g, []).append(i)
+            groups.setdefault(self._settings(p), []).append(i)
+        return groups
+
+    def generate(self, proposals: list[Proposal], iteration: int) -> list[str]:
+        """One batched ``generate`` call per generation setting; each text cut to the domain's ``max_lines``."""
         raw = [""] * len(proposals)
-        for g, idx in groups.items():
-            out = self.lm.generate(
-                [proposals[i].prompt for i in idx],
-                max_tokens=g.max_tokens,
-                temperature=g.temperature,
-                top_p=g.top_p,
-                stop=g.stop,
-                seed=iteration_seed(self.seed, iteration),
-            )
+        for g, idx in self._groups(proposals).items():
+            out = self.lm.generate([proposals[i].prompt for i in idx], max_tokens=g.max_tokens, temperature=g.temperature,
+                                   top_p=g.top_p, stop=g.stop, seed=iteration_seed(self.seed, iteration))
             for i, text in zip(idx, out):
                 raw[i] = g.cut(text)
-        lm_seconds = time.perf_counter() - t0
-        texts = [t.strip() for t in raw]
-        keep = [i for i, t in enumerate(texts) if t]
-        dropped_invalid = 0
-        if self.plugin:
-            parsed = {i: self.plugin.parse(proposals[i], raw[i]) for i in keep}
-            dropped_invalid = sum(v is None for v in parsed.values())
-            keep = [i for i in keep if parsed[i] is not None]
-            for i in keep:
-                texts[i] = parsed[i]
-        t0 = time.perf_counter()
-        if self.plugin:
-            ev = self.plugin.evaluate([texts[i] for i in keep], [proposals[i] for i in keep], lm=self.lm,
-                                      judge_lm=self.judge_lm, seed=iteration_seed(self.seed + 1, iteration))
-        else:
-            ev = self.judge.evaluate([texts[i] for i in keep])
-        lm_seconds += time.perf_counter() - t0
+        return raw
 
+    def parse(self, proposal: Proposal, raw: str) -> tuple[str | None, bool]:
+        """A generation's candidate text: ``(text, invalid)``; ``text`` is ``None`` when it is dropped.
+
+        A blank generation is dropped as empty; one the domain's plugin cannot read is
+        dropped as invalid.
+        """
+        text = raw.strip()
+        if not text:
+            return None, False
+        if self.plugin:
+            parsed = self.plugin.parse(proposal, raw)
+            return parsed, parsed is None
+        return text, False
+
+    def evaluate(self, texts: list[str], proposals: list[Proposal], iteration: int) -> Evaluation:
+        """Judges ``n`` candidate texts in batched ``score`` calls (the plugin's or the label judges')."""
+        if self.plugin:
+            return self.plugin.evaluate(texts, proposals, lm=self.lm, judge_lm=self.judge_lm,
+                                        seed=iteration_seed(self.seed + 1, iteration))
+        return self.judge.evaluate(texts)
+
+    def _barrier(self, proposals: list[Proposal], iteration: int) -> "_Judged":
+        """Generate everything, then parse, then judge everything: two batched calls."""
+        raw = self.generate(proposals, iteration)
+        parsed = [self.parse(p, r) for p, r in zip(proposals, raw)]
+        keep = [i for i, (t, _) in enumerate(parsed) if t is not None]
+        ev = self.evaluate([parsed[i][0] for i in keep], [proposals[i] for i in keep], iteration)
+        return _Judged(proposals, [t or "" for t, _ in parsed], keep, ev, invalid=sum(bad for _, bad in parsed))
+
+    def _pipelined(self, proposals: list[Proposal], iteration: int) -> "_Judged":
+        """Each candidate's judge requests go out as soon as its own generation returns.
+
+        Every candidate keeps the sampling seed it has in a batched call (its row in its
+        generation group) and results are placed in proposal order, so the archive is
+        the one :meth:`_barrier` gives for the same seed and servers.
+        """
+        rows = {i: (g, row) for g, idx in self._groups(proposals).items() for row, i in enumerate(idx)}
+        seed = iteration_seed(self.seed, iteration)
+
+        def one(i: int) -> tuple[str | None, bool, Evaluation | None]:
+            g, row = rows[i]
+            out = self.lm.generate([proposals[i].prompt], max_tokens=g.max_tokens, temperature=g.temperature,
+                                   top_p=g.top_p, stop=g.stop, seed=seed, rows=[row])
+            text, invalid = self.parse(proposals[i], g.cut(out[0]))
+            return text, invalid, None if text is None else self.judge.evaluate([text])
+
+        done = self._run_concurrently(one, range(len(proposals)))
+        keep = [i for i, (t, _, _) in enumerate(done) if t is not None]
+        ev = Evaluation.concat([done[i][2] for i in keep], like=self.judge.evaluate([]))
+        return _Judged(proposals, [t or "" for t, _, _ in done], keep, ev, invalid=sum(bad for _, bad, _ in done))
+
+    def _run_concurrently(self, fn: Callable[[int], Any], items: Any) -> list[Any]:
+        """``[fn(i) for i in items]`` on the pipeline's threads, in order; an error or Ctrl-C abandons the rest."""
+        import concurrent.futures
+
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(self.batch_size, 64)),
+                                                               thread_name_prefix="qdaif-pipeline")
+        futures = [self._pool.submit(fn, i) for i in items]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            for m in self._lms():
+                m.abandon_requests()
+            try:
+                concurrent.futures.wait(futures, timeout=10)
+            finally:
+                for m in self._lms():
+                    m.accept_requests()
+            raise
+
+    def insert(self, judged: "_Judged", iteration: int) -> "_Inserted":
+        """Adds the finite candidates to the archive; the algorithm observes which were kept."""
+        s, ev = self.state, judged.evaluation
         ok = ev.finite
-        kept = [keep[j] for j in np.flatnonzero(ok)]
-        n_ok = len(kept)
-        ids = np.arange(s.next_id, s.next_id + n_ok, dtype=np.int64)
+        kept = [judged.keep[j] for j in np.flatnonzero(ok)]
+        n = len(kept)
+        ids = np.arange(s.next_id, s.next_id + n, dtype=np.int64)
         quality, measures = ev.quality[ok], ev.measures[ok]
         before = len(s.archive)
-        if n_ok:
-            s.archive.add(
-                solution=np.array([texts[i] for i in kept], dtype=object),
-                objective=quality,
-                measures=measures,
-                id=ids,
-                iteration=np.full(n_ok, iteration, dtype=np.int32),
-            )
+        texts = [judged.texts[i] for i in kept]
+        if n:
+            s.archive.add(solution=np.array(texts, dtype=object), objective=quality, measures=measures, id=ids,
+                          iteration=np.full(n, iteration, dtype=np.int32))
             # pyribs reports NEW for every candidate of a batch that lands in an empty
             # cell, though only the best is kept: ask the archive who holds each cell.
             accepted = s.archive.retrieve(measures)[1]["id"] == ids
             cells = cells_of(s.archive, measures)
         else:
             accepted, cells = np.zeros(0, dtype=bool), np.zeros((0, len(self.domain.measures)), dtype=int)
-        new_cells = len(s.archive) - before
-        s.algorithm.observe(Batch(texts=[texts[i] for i in kept], quality=quality, measures=measures, ids=ids,
-                                  parents=[proposals[i].parents for i in kept], accepted=accepted))
-        labels = {name: p[ok] for name, p in ev.label_probs.items()}
-        details = [ev.details[j] for j in np.flatnonzero(ok)] if ev.details is not None else None
-        history = []
-        for j, i in enumerate(kept):
-            row = {
-                "id": int(ids[j]),
-                "iteration": iteration,
-                "operator": proposals[i].operator,
-                "parents": list(proposals[i].parents),
-                "text": texts[i],
-                "quality": float(quality[j]),
-                "measures": measures[j].tolist(),
-                "cell": cells[j].tolist(),
-                "bins": self._bin_names(cells[j]),
-                "accepted": bool(accepted[j]),
-                "labels": {name: p[j].round(6).tolist() for name, p in labels.items()},
-            }
-            if proposals[i].meta:
-                row["meta"] = proposals[i].meta
+        s.algorithm.observe(Batch(texts=texts, quality=quality, measures=measures, ids=ids,
+                                  parents=[judged.proposals[i].parents for i in kept], accepted=accepted))
+        return _Inserted(kept=kept, ok=ok, ids=ids, cells=cells, accepted=accepted, new_cells=len(s.archive) - before)
+
+    def _history(self, judged: "_Judged", ins: "_Inserted", iteration: int) -> list[dict[str, Any]]:
+        """One ``history.jsonl`` row per inserted candidate."""
+        ev = judged.evaluation
+        labels = {name: p[ins.ok] for name, p in ev.label_probs.items()}
+        details = [ev.details[j] for j in np.flatnonzero(ins.ok)] if ev.details is not None else None
+        rows = []
+        for j, i in enumerate(ins.kept):
+            p, text = judged.proposals[i], judged.texts[i]
+            row = {"id": int(ins.ids[j]), "iteration": iteration, "operator": p.operator, "parents": list(p.parents),
+                   "text": text, "quality": float(ev.quality[ins.ok][j]), "measures": ev.measures[ins.ok][j].tolist(),
+                   "cell": ins.cells[j].tolist(), "bins": self._bin_names(ins.cells[j]),
+                   "accepted": bool(ins.accepted[j]), "labels": {k: v[j].round(6).tolist() for k, v in labels.items()}}
+            if p.meta:
+                row["meta"] = p.meta
             if self.plugin:
-                row.update(self.plugin.record(texts[i]))
+                row.update(self.plugin.record(text))
             if details is not None:
                 row["details"] = details[j]
-            history.append(row)
-        s.iteration = iteration
-        s.evaluations += len(proposals)
-        s.next_id += n_ok
-        dropped_empty = len(texts) - len(keep)
-        dropped_nonfinite = len(keep) - n_ok
-        dropped_empty -= dropped_invalid
-        s.dropped_invalid += dropped_invalid
-        s.dropped_empty += dropped_empty
-        s.dropped_nonfinite += dropped_nonfinite
-        stats = s.archive.stats
+            rows.append(row)
+        return rows
 
-        self.run_dir.append(HISTORY, history)
+    def record(self, judged: "_Judged", ins: "_Inserted", *, iteration: int, lm_seconds: float, t_start: float,
+               before: tuple[Any, Any]) -> dict[str, Any]:
+        """Updates the counters, appends history and metrics, rewrites the elites, saves the checkpoint."""
+        s = self.state
+        n = len(judged.proposals)
+        dropped = {"dropped_empty": n - len(judged.keep) - judged.invalid,
+                   "dropped_nonfinite": len(judged.keep) - len(ins.kept), "dropped_invalid": judged.invalid}
+        s.iteration, s.evaluations, s.next_id = iteration, s.evaluations + n, s.next_id + len(ins.kept)
+        for k, v in dropped.items():
+            setattr(s, k, getattr(s, k) + v)
+        self.run_dir.append(HISTORY, self._history(judged, ins, iteration))
         self.run_dir.write_jsonl(ELITES, self.elites())
         wall = time.perf_counter() - t_start
         s.lm_seconds += lm_seconds
         s.wall_seconds += wall
-        metrics = {
-            "iteration": iteration,
-            "evaluations": s.evaluations,
-            "qd_score": float(stats.qd_score),
-            "coverage": float(stats.coverage),
-            "max_quality": None if stats.obj_max is None else float(stats.obj_max),
-            "num_elites": int(stats.num_elites),
-            **self._feasible_coverage(),
-            "operator": ",".join(sorted({p.operator for p in proposals})),
-            "new_cells": new_cells,
-            "improved": int(accepted.sum()) - new_cells,
-            "dropped_empty": dropped_empty,
-            "dropped_nonfinite": dropped_nonfinite,
-            "dropped_invalid": dropped_invalid,
-            "cache_hits": self._cache_counts()[0] - hits0,
-            "cache_misses": self._cache_counts()[1] - misses0,
-            "lm_seconds": round(lm_seconds, 4),
-            "wall_seconds": round(wall, 4),
-            "elapsed_seconds": round(s.wall_seconds, 3),
-        }
+        metrics = {**self._archive_metrics(), "operator": ",".join(sorted({p.operator for p in judged.proposals})),
+                   "new_cells": ins.new_cells, "improved": int(ins.accepted.sum()) - ins.new_cells, **dropped,
+                   **self._lm_metrics(before), "lm_seconds": round(lm_seconds, 4), "wall_seconds": round(wall, 4),
+                   "elapsed_seconds": round(s.wall_seconds, 3)}
         self.run_dir.append(METRICS, [metrics])
         self.run_dir.save_checkpoint(s.to_checkpoint())
         if self.plot_every and iteration % self.plot_every == 0:
             self.plot()
         return metrics
+
+    def _archive_metrics(self) -> dict[str, Any]:
+        s = self.state
+        stats = s.archive.stats
+        return {"iteration": s.iteration, "evaluations": s.evaluations, "qd_score": float(stats.qd_score),
+                "coverage": float(stats.coverage),
+                "max_quality": None if stats.obj_max is None else float(stats.obj_max),
+                "num_elites": int(stats.num_elites), **self._feasible_coverage()}
+
+    def _lm_metrics(self, before: tuple[Any, Any]) -> dict[str, Any]:
+        """Cache hits/misses of the iteration and, for server backends, each server's counts in it."""
+        (hits0, misses0), servers0 = before
+        hits, misses = self._cache_counts()
+        out: dict[str, Any] = {"cache_hits": hits - hits0, "cache_misses": misses - misses0}
+        servers = self._server_counts()
+        if servers:
+            out["servers"] = {url: {k: (v if isinstance(v, bool) else v - servers0.get(url, {}).get(k, 0))
+                                    for k, v in c.items()} for url, c in servers.items()}
+        return out
 
     def _feasible_coverage(self) -> dict[str, float]:
         if self.feasible is None:

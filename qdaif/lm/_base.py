@@ -70,6 +70,11 @@ class LM(abc.ABC):
 
     #: Registry name of the backend, recorded in the run's config.
     backend: str = "abstract"
+    #: ``generate`` and ``score`` may be called from several threads at once, a row's
+    #: result does not depend on the other rows of its call, and ``generate`` takes
+    #: ``rows=`` (each prompt's row in the batch it stands for, which fixes its sampling
+    #: seed). The engine then judges each candidate as soon as its generation returns.
+    concurrent: bool = False
 
     @abc.abstractmethod
     def generate(
@@ -114,6 +119,20 @@ class LM(abc.ABC):
     def describe(self) -> dict[str, Any]:
         """Returns what a run records about this model (name, versions, settings)."""
         return {"backend": self.backend}
+
+    def server_counters(self) -> dict[str, dict[str, Any]]:
+        """Server name -> running counts (requests, errors, failovers, ...) and state, for server backends.
+
+        A run writes each iteration's change of these counts to ``metrics.jsonl``.
+        In-process backends have none.
+        """
+        return {}
+
+    def abandon_requests(self) -> None:
+        """Makes requests in flight fail at once (Ctrl-C or an error elsewhere); a no-op in process."""
+
+    def accept_requests(self) -> None:
+        """Undoes :meth:`abandon_requests` once the abandoned requests have returned."""
 
     def check_prompts(self, prompts: Sequence[str], *, max_tokens: int) -> None:
         """Checks, before anything is sent, that each prompt plus ``max_tokens`` fits the context.

@@ -40,9 +40,13 @@ class ScriptedFakeLM(LM):
         empty_every: Make every k-th row of a batch whitespace-only (0: never).
         nonfinite_every: Give every k-th row of a batch NaN judge scores (0: never).
         delay: Seconds each call sleeps, to simulate a slow model.
+        concurrent: Pose as a backend whose requests run concurrently (see
+            :attr:`LM.concurrent`), so the engine pipelines its calls.
     """
 
-    def __init__(self, *, max_words: int = 8, empty_every: int = 0, nonfinite_every: int = 0, delay: float = 0.0) -> None:
+    def __init__(self, *, max_words: int = 8, empty_every: int = 0, nonfinite_every: int = 0, delay: float = 0.0,
+                 concurrent: bool = False) -> None:
+        self.concurrent = concurrent
         self.max_words = max_words
         self.empty_every = empty_every
         self.nonfinite_every = nonfinite_every
@@ -53,11 +57,11 @@ class ScriptedFakeLM(LM):
     def describe(self) -> dict[str, Any]:
         return {"backend": self.backend, "name": "scripted_fake"}
 
-    def generate(self, prompts, *, max_tokens, temperature=1.0, top_p=1.0, stop=(), seed=None):
+    def generate(self, prompts, *, max_tokens, temperature=1.0, top_p=1.0, stop=(), seed=None, rows=None):
         self.generate_calls.append(len(prompts))
         time.sleep(self.delay)
         out = []
-        for row, p in enumerate(prompts):
+        for row, p in zip(range(len(prompts)) if rows is None else rows, prompts):
             if self.empty_every and (row + 1) % self.empty_every == 0:
                 out.append("  \n ")
                 continue

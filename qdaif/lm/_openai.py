@@ -12,7 +12,6 @@ import dataclasses
 import email.utils
 import hashlib
 import http.client
-import itertools
 import json
 import logging
 import math
@@ -27,6 +26,7 @@ from typing import Any
 
 from qdaif.errors import ConfigError, QDAIFError
 from qdaif.lm._base import LM, ScoreRequest, register_backend
+from qdaif.lm._routing import Router
 from qdaif.lm._text import cut_at_stop
 
 __all__ = [
@@ -69,12 +69,18 @@ class LMServerError(QDAIFError):
 
 
 class _Retryable(Exception):
-    """One attempt failed in a way that another attempt may not (network, 429, 5xx)."""
+    """One attempt failed in a way that another attempt may not (network, 429, 5xx).
 
-    def __init__(self, reason: str, *, status: int | None = None, retry_after: float | None = None) -> None:
+    ``down`` says the failure points at the server rather than the request
+    (connection error, timeout, 5xx): the router then leaves the server alone a while.
+    """
+
+    def __init__(self, reason: str, *, status: int | None = None, retry_after: float | None = None,
+                 down: bool = False) -> None:
         super().__init__(reason)
         self.status = status
         self.retry_after = retry_after
+        self.down = down
 
 
 @dataclasses.dataclass(frozen=True)
@@ -315,10 +321,16 @@ class OpenAILM(LM):
       the check). A server that offers neither raises :class:`LMServerError`.
 
     Requests run in a thread pool, at most ``max_concurrency`` at a time, each on a
-    keep-alive connection; several ``base_urls`` are used in rotation, and a retried
-    request goes to the next server. Connection errors, timeouts, malformed responses,
-    HTTP 408, 429 and 5xx are retried up to ``max_retries`` times with exponential
-    backoff (or the server's ``Retry-After``); other HTTP errors fail at once.
+    keep-alive connection. With several ``base_urls``, each request goes to the server
+    with the fewest requests in flight (at most ``max_in_flight_per_server`` each); a
+    server that fails with a connection error, a timeout or a 5xx is left alone for
+    ``down_for`` seconds (doubling while it keeps failing) and its requests fail over to
+    the others at once; it is health-checked (``GET /health`` at the server's root)
+    before it gets requests again (see :mod:`qdaif.lm._routing`). Per-server counts are
+    in :meth:`server_counters`. Connection errors, timeouts, malformed responses, HTTP
+    408, 429 and 5xx are retried up to ``max_retries`` times, on another server when one
+    is up, else with exponential backoff (or the server's ``Retry-After``); other HTTP
+    errors fail at once.
 
     Args:
         name: Model name sent to the server; ``None`` asks the first server (``GET
@@ -330,6 +342,9 @@ class OpenAILM(LM):
         top_logprobs: k of the top-k log-probabilities asked for when scoring
             (``auto`` falls back to 5 if the server refuses k).
         max_concurrency: Requests in flight at once, over all servers.
+        max_in_flight_per_server: Requests in flight at once on one server; ``None``
+            = only ``max_concurrency`` bounds them.
+        down_for: Seconds a failing server is left alone before a health check.
         timeout: Seconds a connection may wait for the server (connect or each read).
         max_retries: Further attempts after a failed one.
         backoff: First retry delay in seconds; it doubles at each retry (with up to 25%
@@ -347,6 +362,8 @@ class OpenAILM(LM):
         LMServerError: ``name`` is ``None`` and the server cannot be asked.
     """
 
+    concurrent = True
+
     def __init__(
         self,
         *,
@@ -357,6 +374,8 @@ class OpenAILM(LM):
         score_mode: str = "auto",
         top_logprobs: int = 20,
         max_concurrency: int = 8,
+        max_in_flight_per_server: int | None = None,
+        down_for: float = 5.0,
         timeout: float = 300.0,
         max_retries: int = 5,
         backoff: float = 0.5,
@@ -377,6 +396,10 @@ class OpenAILM(LM):
                 raise ConfigError(f"model.{key} must be an integer >= {low}, got {value!r}")
         if not timeout or timeout <= 0:
             raise ConfigError(f"model.timeout must be > 0 seconds, got {timeout!r}")
+        if max_in_flight_per_server is not None and (isinstance(max_in_flight_per_server, bool) or not isinstance(max_in_flight_per_server, int) or max_in_flight_per_server < 1):
+            raise ConfigError(f"model.max_in_flight_per_server must be an integer >= 1 or null, got {max_in_flight_per_server!r}")
+        if isinstance(down_for, bool) or not isinstance(down_for, (int, float)) or not down_for > 0:
+            raise ConfigError(f"model.down_for must be > 0 seconds, got {down_for!r}")
         self._servers = [_parse_server(u) for u in urls]
         self.api = api
         self.score_mode = score_mode
@@ -396,7 +419,8 @@ class OpenAILM(LM):
         self._probe_lock = threading.Lock()
         self._stats_lock = threading.Lock()
         self._cancel = threading.Event()  # set while in-flight requests are being abandoned
-        self._turn = itertools.count()
+        self._router = Router(servers=[s.url for s in self._servers], max_in_flight=max_in_flight_per_server,
+                              down_for=float(down_for))
         self._jitter = random.Random()
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="qdaif-http")
         self._scoring: str | None = None if score_mode == "auto" else score_mode
@@ -518,7 +542,7 @@ class OpenAILM(LM):
                 if reused and not fresh_try and isinstance(e, (ConnectionError, http.client.RemoteDisconnected)):
                     continue
                 kind = "timed out" if isinstance(e, TimeoutError) else "connection failed"
-                raise _Retryable(f"{kind} ({type(e).__name__}: {e or 'no response'})") from None
+                raise _Retryable(f"{kind} ({type(e).__name__}: {e or 'no response'})", down=True) from None
         if resp.will_close:
             self._drop_connection(k)
         self._count("requests", 1)
@@ -526,7 +550,8 @@ class OpenAILM(LM):
         if status != 200:
             message = _error_message(raw)
             if status in (408, 429) or status >= 500:
-                raise _Retryable(f"HTTP {status}: {message}", status=status, retry_after=_retry_after(resp.getheader("Retry-After")))
+                raise _Retryable(f"HTTP {status}: {message}", status=status, down=status >= 500,
+                                 retry_after=_retry_after(resp.getheader("Retry-After")))
             hint = " (check model.api_key_env)" if status in (401, 403) else ""
             raise LMServerError(f"LM server {s.url} refused {method} {path}: HTTP {status}: {message}{hint}", server=s.url, status=status)
         try:
@@ -535,31 +560,33 @@ class OpenAILM(LM):
             raise _Retryable(f"malformed response ({e}): {raw[:200]!r}") from None
 
     def _call(self, method: str, path: str, body: Any, parse: Callable[[Any], Any]) -> Any:
-        """Sends a request with retries, rotating over the servers.
+        """Sends a request with retries, on the least-loaded server that is up.
 
         Raises:
             LMServerError: Every attempt failed, or the server refused the request.
         """
-        start = next(self._turn)
         tried: list[str] = []
+        failed: int | None = None
+        error: _Retryable | None = None
         for attempt in range(self.max_retries + 1):
-            k = (start + attempt) % len(self._servers)
-            if self._cancel.is_set():
-                raise LMServerError(f"request to {self._servers[k].url} abandoned", server=self._servers[k].url)
+            k = self._acquire(failed)
+            url = self._servers[k].url
             try:
-                return self._attempt(k, method, path, body, parse)
+                result = self._attempt(k, method, path, body, parse)
             except _Retryable as e:
-                error = e
-                tried.append(self._servers[k].url)
+                self._router.release(k, ok=False, down=e.down)
+                error, failed = e, k
+                tried.append(url)
                 self._count("retryable_errors", 1)
                 if attempt == self.max_retries:
                     break
-                delay = min(self.backoff_max, self.backoff * 2**attempt) * (1 + 0.25 * self._jitter.random())
-                if e.retry_after is not None:
-                    delay = max(delay, min(e.retry_after, self.retry_after_max))
-                log.info("qdaif: %s %s on %s failed (%s); retry %d in %.2f s", method, path, self._servers[k].url, e, attempt + 1, delay)
-                if self._cancel.wait(delay):
-                    raise LMServerError(f"request to {self._servers[k].url} abandoned", server=self._servers[k].url)
+                self._wait_before_retry(k, attempt, e, method, path)
+                continue
+            except BaseException:
+                self._router.release(k, ok=True)  # the server answered (a refusal) or we gave up
+                raise
+            self._router.release(k, ok=True)
+            return result
         last = tried[-1]
         others = sorted(set(tried) - {last})
         also = f" (also tried {', '.join(others)})" if others else ""
@@ -568,6 +595,59 @@ class OpenAILM(LM):
             "Check that the server is running and reachable at model.base_url, or raise model.max_retries / model.timeout.",
             server=last, status=error.status,
         )
+
+    def _acquire(self, failed: int | None) -> int:
+        """A server slot for the next attempt; a down server due for a probe is health-checked first.
+
+        Raises:
+            LMServerError: The run is abandoning its requests (Ctrl-C or an error elsewhere).
+        """
+        while True:
+            if self._cancel.is_set():
+                raise LMServerError("request abandoned", server=self._servers[0].url)
+            k, probe = self._router.acquire(failed=failed)
+            if not probe:
+                return k
+            healthy = self._healthy(k)
+            self._router.probed(k, healthy=healthy)
+            if healthy:
+                log.info("qdaif: %s answers its health check; sending it requests again", self._servers[k].url)
+                return k
+
+    def _wait_before_retry(self, k: int, attempt: int, e: _Retryable, method: str, path: str) -> None:
+        """Fails over at once when another server is up; else backs off (or honours Retry-After).
+
+        Raises:
+            LMServerError: The run is abandoning its requests.
+        """
+        url = self._servers[k].url
+        if self._router.any_other_up(k) and e.retry_after is None:
+            log.info("qdaif: %s %s on %s failed (%s); failing over to another server", method, path, url, e)
+            return
+        delay = min(self.backoff_max, self.backoff * 2**attempt) * (1 + 0.25 * self._jitter.random())
+        if e.retry_after is not None:
+            delay = max(delay, min(e.retry_after, self.retry_after_max))
+        log.info("qdaif: %s %s on %s failed (%s); retry %d in %.2f s", method, path, url, e, attempt + 1, delay)
+        if self._cancel.wait(delay):
+            raise LMServerError(f"request to {url} abandoned", server=url)
+
+    def _healthy(self, k: int) -> bool:
+        """``GET /health`` at server ``k``'s root: 200, or 404 (no such endpoint), counts as healthy."""
+        s = self._servers[k]
+        cls = http.client.HTTPSConnection if s.https else http.client.HTTPConnection
+        conn = cls(s.host, s.port, timeout=min(self.timeout, 5.0))
+        try:
+            conn.request("GET", "/health", headers=self._headers())
+            status = conn.getresponse().status
+        except (OSError, http.client.HTTPException):
+            return False
+        finally:
+            conn.close()
+        return status in (200, 404)
+
+    def server_counters(self) -> dict[str, dict[str, int | bool]]:
+        """Server URL -> requests, errors, failovers, downs, health_checks (totals so far) and ``up``."""
+        return self._router.snapshot()
 
     def _map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
         """Runs ``fn`` over ``items`` in the pool, in order.
@@ -583,13 +663,21 @@ class OpenAILM(LM):
             for f in futures:
                 f.cancel()
             if not isinstance(e, Exception):
-                self._cancel.set()
+                self.abandon_requests()
                 try:
-                    self._interrupt_connections()
                     concurrent.futures.wait(futures, timeout=10)
                 finally:
-                    self._cancel.clear()
+                    self.accept_requests()
             raise
+
+    def abandon_requests(self) -> None:
+        """Makes the requests in flight and those about to be sent fail at once (their sockets are shut)."""
+        self._cancel.set()
+        self._interrupt_connections()
+
+    def accept_requests(self) -> None:
+        """Lets requests be sent again after :meth:`abandon_requests`."""
+        self._cancel.clear()
 
     def _served_model(self) -> str:
         def parse(r: Any) -> str:
@@ -610,11 +698,14 @@ class OpenAILM(LM):
         top_p: float = 1.0,
         stop: Sequence[str] = (),
         seed: int | None = None,
+        rows: Sequence[int] | None = None,
     ) -> list[str]:
         """Samples one continuation per prompt, one request each, ``max_concurrency`` at a time.
 
-        Row ``i`` is sampled with seed :func:`row_seed` ``(seed, i)``: a server that
-        honours seeds returns the same texts for the same call.
+        Row ``i`` is sampled with seed :func:`row_seed` ``(seed, rows[i])`` (``rows``
+        defaults to ``0..n-1``): a server that honours seeds returns the same texts for
+        the same call, and a prompt sent alone with its row gets the text it gets in
+        the whole batch.
 
         Raises:
             LMServerError: A request failed after every retry.
@@ -626,7 +717,7 @@ class OpenAILM(LM):
         path = "/chat/completions" if chat else "/completions"
         bodies = [
             make(model=self.name, prompt=p, max_tokens=max_tokens, temperature=temperature, top_p=top_p, stop=stop,
-                 seed=None if seed is None else row_seed(seed, i), extra=self.extra_body)
+                 seed=None if seed is None else row_seed(seed, i if rows is None else rows[i]), extra=self.extra_body)
             for i, p in enumerate(prompts)
         ]
         self._count("generate_requests", len(bodies))

@@ -38,6 +38,7 @@ class FaultServer:
         self.max_in_flight = 0
         self.top = dict(TOP)
         self.echo_shift = 0.0  # added to echoed log-probabilities (0: consistent with TOP)
+        self.slow = lambda body: 0.0  # seconds a POST with this body sleeps before its reply
         self.lock = threading.Lock()
         outer = self
 
@@ -54,6 +55,7 @@ class FaultServer:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
                 action = outer._record(self, body)
+                time.sleep(outer.slow(body))
                 with outer.lock:
                     outer.in_flight += 1
                     outer.max_in_flight = max(outer.max_in_flight, outer.in_flight)
@@ -107,7 +109,8 @@ class FaultServer:
 
     def _record(self, handler, body) -> str:
         with self.lock:
-            self.requests.append({"path": handler.path, "headers": dict(handler.headers), "body": body})
+            self.requests.append({"path": handler.path, "headers": dict(handler.headers), "body": body,
+                                  "t": time.monotonic()})
             return self.script.popleft() if self.script else self.default
 
     def reply(self, path: str, body: dict) -> dict:
@@ -138,6 +141,12 @@ class FaultServer:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+    def kill(self) -> None:
+        """Dies as a crashed server does: open connections are dropped, new ones refused."""
+        self.default = "drop"
+        self.script.clear()
+        self.close()
 
 
 @pytest.fixture
