@@ -24,6 +24,8 @@ import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from qdaif.errors import ConfigError, QDAIFError
 from qdaif.lm._base import LM, ScoreRequest, register_backend
 from qdaif.lm._routing import Router
@@ -40,12 +42,14 @@ __all__ = [
     "parse_top_logprobs",
     "span_logprob",
     "absent_label_bound",
+    "parse_chat_top_logprobs",
+    "chat_label_logprobs",
 ]
 
 log = logging.getLogger("qdaif.lm")
 
 #: Scoring modes a server can be used in; ``auto`` picks one by probing the server.
-SCORE_MODES = ("auto", "echo", "top_logprobs")
+SCORE_MODES = ("auto", "echo", "top_logprobs", "chat")
 #: Prompt of the scoring probe; its greedy continuation is not certain, so a server
 #: that misaligns echoed log-probabilities by one token is caught (see ``_probe``).
 _PROBE_PROMPT = "My favourite fruit is the"
@@ -285,6 +289,58 @@ def span_logprob(response: Mapping[str, Any], start: int, end: int) -> float:
     return total
 
 
+def parse_chat_top_logprobs(response: Mapping[str, Any]) -> dict[str, float]:
+    """Top log-probabilities of the first token of a chat reply, token text -> log-prob.
+
+    The shape is OpenAI's: ``choices[0].logprobs.content[0].top_logprobs`` is a list of
+    ``{"token", "logprob"}``. Tokens with the same text are merged (log-sum-exp).
+
+    Raises:
+        ValueError: The response holds no top log-probabilities.
+    """
+    lp = _first_choice(response).get("logprobs")
+    content = lp.get("content") if isinstance(lp, Mapping) else None
+    top = content[0].get("top_logprobs") if isinstance(content, list) and content and isinstance(content[0], Mapping) else None
+    if not isinstance(top, list) or not top:
+        raise ValueError("the chat response has no top log-probabilities")
+    out: dict[str, float] = {}
+    for t in top:
+        if not isinstance(t, Mapping) or "token" not in t or "logprob" not in t:
+            raise ValueError("a chat top log-probability lacks 'token' or 'logprob'")
+        tok, v = str(t["token"]), float(t["logprob"])
+        out[tok] = float(np.logaddexp(out[tok], v)) if tok in out else v
+    return out
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split()).lower()
+
+
+def chat_label_logprobs(top: Mapping[str, float], labels: Sequence[str]) -> tuple[list[float], int]:
+    """Scores labels from the top tokens of a chat reply's first position.
+
+    A chat model starts its reply with the label's first token, without the leading
+    space a completion prompt's label has, and often capitalised. So a top token counts
+    for a label when its text, stripped and lower-cased, is a non-empty start of the
+    label's (" positive" is matched by "positive", "Positive" and "pos"). A label's score
+    is the log-sum-exp of its tokens; a label with none gets :func:`absent_label_bound`.
+    A token that starts several labels (their first tokens coincide) counts for none.
+
+    Returns:
+        The labels' log-probabilities, and the number of labels that got the bound.
+    """
+    norms = [_norm(label) for label in labels]
+    sums: list[list[float]] = [[] for _ in labels]
+    for tok, v in top.items():
+        t = _norm(tok)
+        hits = [j for j, n in enumerate(norms) if t and n.startswith(t)]
+        if len(hits) == 1:
+            sums[hits[0]].append(v)
+    bound = absent_label_bound(top)
+    out = [float(np.logaddexp.reduce(x)) if x else bound for x in sums]
+    return out, sum(not x for x in sums)
+
+
 def absent_label_bound(top: Mapping[str, float]) -> float:
     """Upper bound of the log-probability of a token missing from a top-k list.
 
@@ -303,8 +359,8 @@ class OpenAILM(LM):
 
     Generation sends one request per prompt to ``/completions`` (raw text; default) or
     ``/chat/completions`` (``api="chat"``: the prompt becomes one user message and the
-    server applies its chat template). Scoring always uses ``/completions``, in one of
-    two ways, chosen with ``score_mode``:
+    server applies its chat template). Scoring uses ``/completions``, or
+    ``/chat/completions`` for chat-only servers, chosen with ``score_mode``:
 
     * ``top_logprobs``: one request per :class:`ScoreRequest` with ``max_tokens=1`` and
       ``logprobs=top_logprobs``; a label's score is the log-probability of the first
@@ -314,7 +370,13 @@ class OpenAILM(LM):
     * ``echo``: one request per continuation with ``echo=true``: the server returns
       the log-probability of every prompt token, and the continuation's tokens are
       summed. Exact for multi-token labels.
-    * ``auto`` (default): probes the server on the first ``score`` call. If it returns
+    * ``chat``: one request per :class:`ScoreRequest` to ``/chat/completions`` with the
+      prompt as the user message, ``max_tokens=1``, ``logprobs=true`` and
+      ``top_logprobs``; labels are read from the reply's first token by
+      :func:`chat_label_logprobs` (single-token labels, or labels distinct in their first
+      token; the others get the absent-label bound).
+    * ``auto`` (default): ``chat`` when ``api="chat"``; else probes the server on the
+      first ``score`` call (``chat`` if it has no ``/completions`` endpoint). If it returns
       top log-probabilities, those are used, with echo for labels missing from the top
       k when the server's echo is correct (checked against the top log-probabilities:
       llama-cpp-python 0.3.x shifts echoed log-probabilities by one token and fails
@@ -337,8 +399,9 @@ class OpenAILM(LM):
             /models``) and uses the first model it lists.
         base_url: The server's API root, e.g. ``http://127.0.0.1:8000/v1``.
         base_urls: Several API roots serving the same model (instead of ``base_url``).
-        api: ``"completions"`` or ``"chat"``, for generation.
-        score_mode: ``"auto"``, ``"top_logprobs"`` or ``"echo"``.
+        api: ``"completions"`` or ``"chat"``: the endpoint of generation, and of
+            scoring when ``score_mode="auto"``.
+        score_mode: ``"auto"``, ``"top_logprobs"``, ``"echo"`` or ``"chat"``.
         top_logprobs: k of the top-k log-probabilities asked for when scoring
             (``auto`` falls back to 5 if the server refuses k).
         max_concurrency: Requests in flight at once, over all servers.
@@ -424,6 +487,8 @@ class OpenAILM(LM):
         self._jitter = random.Random()
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="qdaif-http")
         self._scoring: str | None = None if score_mode == "auto" else score_mode
+        if score_mode == "auto" and api == "chat":
+            self._scoring = "chat"
         self._k = top_logprobs
         self._warned_absent = False
         #: Counters of what was sent and what failed, for benchmarks and logs.
@@ -748,6 +813,8 @@ class OpenAILM(LM):
             try:
                 top = self._top(_PROBE_PROMPT, k, lambda r: _or_none(parse_top_logprobs, r))
             except LMServerError as e:
+                if e.status == 404:  # no /completions endpoint: a chat-only server or API
+                    return self._probe_chat()
                 if not _refused(e):
                     raise
                 continue
@@ -778,6 +845,44 @@ class OpenAILM(LM):
             echo = None
         return "top_logprobs+echo" if echo is not None else "top_logprobs"
 
+    def _probe_chat(self) -> str:
+        """``chat`` if the server's chat endpoint gives top log-probabilities.
+
+        Raises:
+            LMServerError: It does not (or fails).
+        """
+        try:
+            self._chat_top(_PROBE_PROMPT, self._k)
+        except LMServerError as e:
+            if not _refused(e):
+                raise
+            raise LMServerError(
+                f"LM server {self.servers[0]} has no /completions endpoint and its /chat/completions gives no "
+                "top log-probabilities (logprobs, top_logprobs), so it cannot judge; serve the judge elsewhere",
+                server=self.servers[0], status=e.status) from None
+        return "chat"
+
+    def _chat_top(self, prompt: str, k: int) -> dict[str, float]:
+        body = chat_body(model=self.name, prompt=prompt, max_tokens=1, temperature=1.0, top_p=1.0, seed=0)
+        body.update(logprobs=True, top_logprobs=int(k))
+        return self._call("POST", "/chat/completions", body, parse_chat_top_logprobs)
+
+    def _score_chat(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
+        self._count("score_requests", len(requests))
+        tops = self._map(lambda r: self._chat_top(r.prompt, self._k), requests)
+        out, absent = [], 0
+        for r, top in zip(requests, tops):
+            row, n = chat_label_logprobs(top, r.continuations)
+            out.append(row)
+            absent += n
+        self._count("absent_labels", absent)
+        if absent and not self._warned_absent:
+            self._warned_absent = True
+            log.warning("qdaif: %d of %d labels had no token among the top %d of %s's chat replies and got an upper "
+                        "bound of their log-probability; see docs/serving.md (chat-model judges)",
+                        absent, sum(len(r.continuations) for r in requests), self._k, self.servers[0])
+        return out
+
     def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
         """Log-probabilities of each request's continuations; see the class docstring for how.
 
@@ -794,6 +899,8 @@ class OpenAILM(LM):
             if self._scoring is None:
                 self._scoring = self._probe()
                 log.info("qdaif: %s scores with %s", self.servers[0], self._scoring)
+        if self._scoring == "chat":
+            return self._score_chat(requests)
         if self._scoring == "echo":
             pairs = [(r.prompt, c) for r in requests for c in r.continuations]
             self._count("score_requests", len(pairs))

@@ -64,6 +64,26 @@ def test_span_logprob_sums_the_continuation_tokens():
         span_logprob(r, 100, 120)
 
 
+def test_chat_label_logprobs_match_first_tokens_without_space_or_case():
+    from qdaif.lm._openai import chat_label_logprobs, parse_chat_top_logprobs
+
+    top = {"Positive": -0.5, "positive": -1.5, "Neg": -2.0, "the": -3.0, "S": -4.0}
+    values, absent = chat_label_logprobs(top, [" positive", " negative", " neutral"])
+    assert values[0] == pytest.approx(np.logaddexp(-0.5, -1.5))
+    assert values[1] == pytest.approx(-2.0)  # "Neg" starts " negative"
+    assert absent == 1 and values[2] < -3.0
+    # "S" starts both labels: it counts for neither
+    values, absent = chat_label_logprobs(top, [" sonnet", " sestina"])
+    assert absent == 2
+    response = {"choices": [{"logprobs": {"content": [{"token": "Yes", "logprob": -0.1, "top_logprobs": [
+        {"token": "Yes", "logprob": -0.1}, {"token": "No", "logprob": -2.4}, {"token": "Yes", "logprob": -3.0}]}]}}]}
+    assert parse_chat_top_logprobs(response) == pytest.approx({"Yes": np.logaddexp(-0.1, -3.0), "No": -2.4})
+    for bad in ({"choices": [{"logprobs": None}]}, {"choices": [{"logprobs": {"content": []}}]},
+                {"choices": [{"logprobs": {"content": [{"top_logprobs": [{"token": "x"}]}]}}]}):
+        with pytest.raises(ValueError):
+            parse_chat_top_logprobs(bad)
+
+
 def test_absent_label_bound_is_below_the_top_list():
     top = {" a": math.log(0.6), " b": math.log(0.3)}
     assert absent_label_bound(top) == pytest.approx(math.log(0.1))

@@ -38,6 +38,7 @@ class FaultServer:
         self.max_in_flight = 0
         self.top = dict(TOP)
         self.echo_shift = 0.0  # added to echoed log-probabilities (0: consistent with TOP)
+        self.no_completions = False  # answer /completions with 404, as a chat-only API does
         self.slow = lambda body: 0.0  # seconds a POST with this body sleeps before its reply
         self.lock = threading.Lock()
         outer = self
@@ -66,6 +67,8 @@ class FaultServer:
                         outer.in_flight -= 1
 
             def _act(self, action, body):
+                if outer.no_completions and self.path.endswith("/completions") and "/chat/" not in self.path:
+                    action = "404"
                 if action.startswith("sleep:"):
                     time.sleep(float(action.split(":")[1]))
                     action = "ok"
@@ -76,6 +79,8 @@ class FaultServer:
                     self._raw(200, b'{"choices": [{"text": "cut off')
                 elif action == "500":
                     self._json(500, {"error": {"message": "model crashed"}})
+                elif action == "404":
+                    self._json(404, {"error": {"message": "Not Found"}})
                 elif action == "400":
                     self._json(400, {"error": {"message": "max_tokens is too large"}})
                 elif action.startswith("429:"):
@@ -115,7 +120,12 @@ class FaultServer:
 
     def reply(self, path: str, body: dict) -> dict:
         if path.endswith("/chat/completions"):
-            return {"choices": [{"index": 0, "message": {"role": "assistant", "content": "chat:" + body["messages"][0]["content"]}}]}
+            choice = {"index": 0, "message": {"role": "assistant", "content": "chat:" + body["messages"][0]["content"]}}
+            if body.get("logprobs"):  # a chat model's first token: no leading space, capitalised
+                top = sorted(self.top.items(), key=lambda kv: -kv[1])[: int(body.get("top_logprobs") or 1)]
+                choice["logprobs"] = {"content": [{"token": "Positive", "logprob": -0.2, "top_logprobs": [
+                    {"token": k.strip().capitalize(), "logprob": v} for k, v in top]}]}
+            return {"choices": [choice]}
         if body.get("echo"):
             prompt = body["prompt"]
             # Echo the prompt as one token per character with log-prob -0.1 each, except
@@ -417,3 +427,33 @@ def test_a_run_whose_server_fails_stops_cleanly_and_resumes(server, tmp_path):
     run_cli("run", "resume=out", "iterations=4", cwd=tmp_path, check=True)
     metrics = (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()
     assert [_json.loads(m)["iteration"] for m in metrics] == [1, 2, 3, 4]
+
+
+# --------------------------------------------------------- chat scoring
+def test_chat_api_scores_through_the_chat_endpoint(server, make):
+    lm = make(api="chat")
+    assert lm.scoring == "chat"
+    out = lm.score([ScoreRequest("Review: good. Sentiment:", "", (" positive", " negative", " maybe"))])
+    assert out[0][:2] == pytest.approx([TOP[" positive"], TOP[" negative"]])
+    assert out[0][2] <= TOP[" neutral"]  # absent: the bound, below the k-th value
+    post = posts(server)[-1]
+    assert post["path"].endswith("/chat/completions") and post["body"]["logprobs"] is True
+    assert post["body"]["max_tokens"] == 1 and post["body"]["top_logprobs"] == 20
+    assert lm.stats["absent_labels"] == 1
+
+
+def test_a_server_without_completions_is_scored_through_chat(server, make):
+    server.no_completions = True
+    lm = make()
+    out = lm.score([ScoreRequest("Sentiment:", "", (" positive", " negative"))])
+    assert lm.scoring == "chat"
+    assert out[0] == pytest.approx([TOP[" positive"], TOP[" negative"]])
+
+
+def test_a_chat_server_without_logprobs_says_it_cannot_judge(server, make):
+    server.no_completions = True
+    server.top = {}
+    lm = make(max_retries=0)
+    server.default = "400"
+    with pytest.raises(LMServerError, match="cannot judge"):
+        lm.score([ScoreRequest("Sentiment:", "", (" positive",))])
