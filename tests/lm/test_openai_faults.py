@@ -287,7 +287,10 @@ def test_requests_in_flight_are_bounded(server, make):
 def test_servers_are_used_in_rotation_and_a_retry_moves_on():
     a, b = FaultServer(), FaultServer()
     try:
-        lm = OpenAILM(name="m", base_urls=[a.url, b.url], backoff=0.01, max_retries=2)
+        # One request at a time: both servers are always idle, so the tie-break alone
+        # decides and it goes round in turn (with more in flight, least-loaded routing
+        # splits by timing).
+        lm = OpenAILM(name="m", base_urls=[a.url, b.url], backoff=0.01, max_retries=2, max_concurrency=1)
         lm.generate([f"p{i}" for i in range(6)], max_tokens=4)
         assert len(posts(a)) == 3 and len(posts(b)) == 3
         a.default = "500"
