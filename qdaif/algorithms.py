@@ -67,8 +67,16 @@ def algorithm_names() -> list[str]:
     return sorted(_ALGORITHMS)
 
 
-def make_algorithm(cfg: Any, *, domain: Domain, init_evaluations: int, min_init_cells: int) -> "Algorithm":
+def make_algorithm(cfg: Any, *, domain: Domain, init_evaluations: int, min_init_cells: int,
+                   plugin: DomainPlugin | None = None) -> "Algorithm":
     """Builds the algorithm of an ``algorithm`` config node (``name`` plus settings).
+
+    Args:
+        cfg: The ``algorithm`` node.
+        domain: The domain searched.
+        init_evaluations: Seeded-init budget, in generated candidates.
+        min_init_cells: Seeded init goes on until the archive has this many elites.
+        plugin: The run's domain plugin, built once per run (``None``: built here when the domain has one).
 
     Raises:
         ConfigError: Unknown algorithm or bad settings.
@@ -79,7 +87,7 @@ def make_algorithm(cfg: Any, *, domain: Domain, init_evaluations: int, min_init_
         raise ConfigError(f"unknown algorithm {name!r}; known algorithms: {', '.join(algorithm_names())}")
     try:
         return _ALGORITHMS[name](domain=domain, init_evaluations=init_evaluations, min_init_cells=min_init_cells,
-                                 **settings)
+                                 plugin=plugin, **settings)
     except TypeError as e:
         raise ConfigError(f"bad settings for algorithm {name!r}: {e}") from None
 
@@ -91,18 +99,21 @@ class Algorithm(abc.ABC):
         domain: The domain searched.
         init_evaluations: Seeded-init budget, in generated candidates.
         min_init_cells: Seeded init goes on until the archive has this many elites.
+        plugin: The domain's plugin, shared with the run's :class:`qdaif.search.Search`
+            (``None``: built here when the domain names one).
     """
 
     name = "abstract"
     #: Attributes that change during a run; everything else is rebuilt from the config.
     state_attrs: tuple[str, ...] = ()
 
-    def __init__(self, *, domain: Domain, init_evaluations: int = 50, min_init_cells: int = 3) -> None:
+    def __init__(self, *, domain: Domain, init_evaluations: int = 50, min_init_cells: int = 3,
+                 plugin: DomainPlugin | None = None) -> None:
         self.domain = domain
         self.init_evaluations = init_evaluations
         self.min_init_cells = max(min_init_cells, domain.lmx.num_examples)
         self.seeded = SeededInit(lmx=domain.lmx, seeds=domain.seeds)
-        self.plugin = make_plugin(domain)
+        self.plugin = plugin if plugin is not None else make_plugin(domain)
 
     def seeded_init(self, archive, rng, n) -> list[Proposal]:
         """Seeded-init prompts: the plugin's own if it has them, else LMX over the seeds."""

@@ -1,6 +1,6 @@
 """Judge evaluation: how well a domain's judges agree with hand labels.
 
-``python -m qdaif judge domain=NAME labels=FILE [output=OUT.json] [bootstrap=1000] [seed=0]``
+``python -m qdaif judge --labels FILE [--output OUT.json] [--bootstrap 1000] [--seed 0] [domain=NAME]``
 reads a labelled JSONL or CSV file, judges its texts and reports, per judge:
 
 - a label judge (the value is P(first label)): AUC of the positive class against the
@@ -40,7 +40,7 @@ from qdaif.errors import ConfigError
 __all__ = [
     "auc", "accuracy", "macro_f1", "confusion_matrix", "expected_calibration_error", "spearman", "bootstrap_ci",
     "read_utf8", "Target", "LabelledSet", "read_labelled", "parse_positive", "JudgeReport", "evaluate_judges",
-    "format_reports", "reports_to_json", "JUDGE_OPTIONS", "parse_judge_args",
+    "format_reports", "reports_to_json",
 ]
 
 QUALITY_ALIASES = ("good", "on_topic")  # quality columns of the project's labelled sets
@@ -294,7 +294,7 @@ class LabelledSet:
 
 
 def parse_positive(value: str) -> dict[str, str]:
-    """Parses ``positive=judge:class[,judge:class...]``.
+    """Parses ``--positive judge:class[,judge:class...]``.
 
     Raises:
         ConfigError: An item is not ``judge:class``.
@@ -303,7 +303,7 @@ def parse_positive(value: str) -> dict[str, str]:
     for item in (x.strip() for x in value.split(",")):
         name, sep, cls = item.partition(":")
         if not item or not sep or not name.strip() or not cls.strip():
-            raise ConfigError(f"positive={value!r}: write judge:class pairs separated by commas, e.g. positive=genre:horror")
+            raise ConfigError(f"--positive {value!r}: write judge:class pairs separated by commas, e.g. --positive genre:horror")
         out[name.strip()] = cls.strip()
     return out
 
@@ -786,84 +786,8 @@ def format_reports(reports: Sequence[JudgeReport], *, header: str = "") -> str:
 
 
 def reports_to_json(reports: Sequence[JudgeReport], **info: Any) -> dict[str, Any]:
-    """The JSON document written by ``output=``: ``info`` (domain, model, file, ...) and the reports."""
+    """The JSON document written by ``--output``: ``info`` (domain, model, file, ...) and the reports."""
     return {**info, "judges": [r.to_dict() for r in reports]}
-
-
-# --------------------------------------------------------- command arguments
-JUDGE_OPTIONS = {
-    "input": "FILE of texts to score (JSONL with 'text', or one text per line)",
-    "labels": "labelled JSONL/CSV FILE: evaluate the judges against its labels",
-    "output": "output file (JSONL of scores with input=, a JSON report with labels=)",
-    "chunk": "texts per judge call (default 64)",
-    "bootstrap": "bootstrap resamples per 95 % interval, with labels= (default 1000)",
-    "seed": "seed of the bootstrap, with labels= (default 0)",
-    "positive": "judge:class pairs, with labels= (the class P(first label) stands for)",
-    "split": "with labels=, keep only the rows whose 'split' column equals this",
-}
-_LABELS_ONLY = ("bootstrap", "seed", "positive", "split")
-
-
-def _int_option(opts: Mapping[str, str], key: str, default: int, low: int) -> int:
-    raw = opts.get(key, str(default))
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{key} must be an integer, got {raw!r}") from None
-    if value < low:
-        raise ConfigError(f"{key} must be >= {low}, got {value}")
-    return value
-
-
-def parse_judge_args(args: Sequence[str], config_keys: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
-    """Splits the ``judge`` command's arguments into its options and config overrides, and checks them.
-
-    Args:
-        args: The command's ``key=value`` arguments.
-        config_keys: The top-level keys of the run config (``domain``, ``model``, ...).
-
-    Returns:
-        (options, overrides): ``chunk``, ``bootstrap`` and ``seed`` as ints, ``positive`` as
-        a dict, the rest as strings; overrides are passed on to the config.
-
-    Raises:
-        ConfigError: An unknown argument, neither or both of input= and labels=, a bad
-            integer, an output folder that does not exist, or an option that needs labels=.
-    """
-    opts: dict[str, Any] = {}
-    overrides = []
-    for a in args:
-        key, sep, value = a.partition("=")
-        if not sep:
-            raise ConfigError(f"judge takes key=value arguments, got {a!r}")
-        if key in JUDGE_OPTIONS:
-            opts[key] = value
-        elif key.lstrip("+~").split(".")[0] in config_keys:
-            overrides.append(a)
-        else:
-            close = difflib.get_close_matches(key, list(JUDGE_OPTIONS) + list(config_keys), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"judge: unknown argument {key!r}{hint}; it takes {', '.join(k + '=' for k in JUDGE_OPTIONS)} "
-                              "and config keys such as domain=, model=, domain_file=")
-    if ("input" in opts) == ("labels" in opts):
-        raise ConfigError("judge needs input=FILE (texts to score) or labels=FILE (labelled texts to evaluate "
-                          "the judges on), one of them")
-    for key in ("input", "labels", "output"):
-        if key in opts and not opts[key]:
-            raise ConfigError(f"{key}= needs a file name")
-    if "input" in opts:
-        given = [k for k in _LABELS_ONLY if k in opts]
-        if given:
-            raise ConfigError(f"{', '.join(k + '=' for k in given)} only apply with labels=FILE")
-    opts["chunk"] = _int_option(opts, "chunk", 64, 1)
-    opts["bootstrap"] = _int_option(opts, "bootstrap", 1000, 0)
-    opts["seed"] = _int_option(opts, "seed", 0, 0)
-    opts["positive"] = parse_positive(opts["positive"]) if opts.get("positive") else {}
-    if opts.get("output"):
-        folder = Path(opts["output"]).expanduser().parent
-        if not folder.is_dir():
-            raise ConfigError(f"output={opts['output']!r}: folder {str(folder)!r} does not exist; create it first")
-    return opts, overrides
 
 
 def judge_texts(judge: Any, texts: Sequence[str], chunk: int) -> Any:

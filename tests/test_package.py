@@ -57,7 +57,7 @@ def test_installed_wheel_runs_every_command_from_another_folder(installed, tmp_p
           "batch_size=4", "hydra.run.dir=poems"], cwd=tmp_path, env=env)
     assert (tmp_path / "poems" / "metrics.jsonl").is_file()
     (tmp_path / "texts.txt").write_text("Carrots are lovely.\nI hate peas.\n")
-    scored = _run([*qdaif, "judge", "model=scripted_fake", "input=texts.txt"], cwd=tmp_path, env=env).stdout
+    scored = _run([*qdaif, "judge", "--input", "texts.txt", "model=scripted_fake"], cwd=tmp_path, env=env).stdout
     assert len(scored.strip().splitlines()) == 2
     _run([*qdaif, "plot", str(run), "--out", "plots"], cwd=tmp_path, env=env)
     assert any((tmp_path / "plots").glob("*.png"))

@@ -310,7 +310,7 @@ def test_fake_run_and_tta_accuracies(tmp_path, domain):
                for h in history)
     assert metrics[-1]["qd_score"] == pytest.approx(sum(e["quality"] for e in elites))
 
-    proc = run_cli("tta", "run=out", "out=tta", "m=2", cwd=tmp_path, check=True)
+    proc = run_cli("tta", "out", "--out", "tta", "--m", "2", cwd=tmp_path, check=True)
     assert "qd_top_m" in proc.stdout
     table = {r["method"]: r for r in csv.DictReader(open(tmp_path / "tta" / "tta.csv"))}
     items = rows(tmp_path / "tta" / "tta_items.jsonl")
@@ -354,7 +354,7 @@ def test_fake_run_and_tta_accuracies(tmp_path, domain):
 def test_tta_rejects_a_run_of_another_domain(tmp_path):
     run_cli("run", "model=scripted_fake", "iterations=1", "batch_size=4", "init_evaluations=4", "hydra.run.dir=op",
             "progress=false", cwd=tmp_path, check=True)
-    proc = run_cli("tta", "run=op", cwd=tmp_path)
+    proc = run_cli("tta", "op", cwd=tmp_path)
     assert proc.returncode == 2 and "tta needs a run of the rewrites domain" in proc.stderr
     assert "Traceback" not in proc.stderr
 
@@ -387,7 +387,7 @@ def test_rewrites_run_and_tta_on_the_embedded_model(tmp_path):
     history = rows(tmp_path / "out" / HISTORY)
     assert history and all(h["text"].strip() and h["meta"]["input"] in ("sent-ood-01", "sent-ood-02") for h in history)
     assert all(0 <= h["quality"] <= 1 and 0 <= h["details"]["meaning"] <= 1 for h in history)
-    proc = run_cli("tta", "run=out", "m=2", "model.threads=1", cwd=tmp_path, check=True)
+    proc = run_cli("tta", "out", "--m", "2", "model.threads=1", cwd=tmp_path, check=True)
     table = {r["method"]: r for r in csv.DictReader(open(tmp_path / "out" / "tta.csv"))}
     assert set(table) == {"original", "paraphrase_first_m", "paraphrase_all", "qd_top_m", "qd_all"}
     assert all(r["n"] == "2" and 0 <= float(r["accuracy"]) <= 1 for r in table.values())

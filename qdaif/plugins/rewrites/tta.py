@@ -222,41 +222,33 @@ def run_tta(*, run_path: str | Path, domain: "Domain", lm: "LM", judge_lm: "LM",
 
 
 def command(args: list[str]) -> None:
-    """``python -m qdaif tta run=DIR [out=DIR] [m=4] [aggregate=prob|logprob] [seed=0] [model.*=...]``.
+    """``python -m qdaif tta DIR [--out DIR] [--m 4] [--aggregate prob|logprob] [--seed 0] [model.KEY=VALUE ...]``.
 
-    Registered as the plugin command ``tta`` (entry-point group ``qdaif.commands``).
+    Registered as the plugin command ``tta`` (entry-point group ``qdaif.commands``). The
+    run's own config is used; trailing ``model.*``, ``judge_model.*`` and ``cache``
+    overrides (Hydra syntax) change it for this command.
     """
     from omegaconf import OmegaConf
 
-    from qdaif.cli import build_models as _build
-    from qdaif.cli import fail as _fail
-    from qdaif.cli import parse_int as _parse_int
+    from qdaif.cli import apply_overrides, build_models, command_parser, existing_dir, number, override
     from qdaif.run_dir import RunDir
 
-    opts, overrides = {}, []
-    for a in args:
-        key, sep, value = a.partition("=")
-        if not sep:
-            _fail(f"tta takes key=value arguments, got {a!r}")
-        if key in ("run", "out", "m", "aggregate", "seed"):
-            opts[key] = value
-        elif key.split(".")[0] in ("model", "judge_model", "cache"):
-            overrides.append(a)
-        else:
-            _fail(f"tta: unknown argument {key!r}; use run=DIR [out=DIR] [m=4] [aggregate=prob|logprob] [seed=0] "
-                  "and model.*/judge_model.*/cache overrides")
-    if not opts.get("run"):
-        _fail("tta needs run=DIR, the directory of a finished rewrites run")
-    if not Path(opts["run"]).is_dir():
-        _fail(f"tta: run directory {opts['run']!r} does not exist")
-    run_dir = RunDir.existing(opts["run"])
+    p = command_parser("tta", "A rewrites run's elites as test-time augmentations of its classifier.")
+    p.add_argument("run", metavar="DIR", help="directory of a finished rewrites run")
+    p.add_argument("--out", metavar="DIR", help="folder for tta.md, tta.csv and tta_items.jsonl (default: DIR)")
+    p.add_argument("--m", type=number(int, 1), default=4, metavar="M", help="augmentations per input (default 4)")
+    p.add_argument("--aggregate", choices=("prob", "logprob"), default="prob", help="how predictions combine")
+    p.add_argument("--seed", type=number(int, 0), default=0, help="sampling seed of the paraphrase baseline")
+    p.add_argument("overrides", nargs="*", type=override, metavar="KEY=VALUE",
+                   help="Hydra overrides of the run's model.*, judge_model.* or cache")
+    a = p.parse_intermixed_args(args)
+    run_dir = RunDir.existing(existing_dir(a.run))
     record = run_dir.read_config()
     record["allow_code"] = False  # never trust code named by a run directory
     cfg = OmegaConf.create({k: v for k, v in record.items() if k not in ("model_info", "judge_model_info", "versions")})
-    cfg.merge_with(OmegaConf.from_dotlist(overrides))
-    domain, lm, judge_lm = _build(cfg)
-    result = run_tta(run_path=run_dir.path, domain=domain, lm=lm, judge_lm=judge_lm, m=_parse_int("m", opts.get("m", "4")),
-                     aggregate=opts.get("aggregate", "prob"), seed=_parse_int("seed", opts.get("seed", "0")),
-                     out=opts.get("out"))
+    apply_overrides(cfg, a.overrides, allowed=("model.", "judge_model.", "cache"), where="tta")
+    domain, lm, judge_lm = build_models(cfg)
+    result = run_tta(run_path=run_dir.path, domain=domain, lm=lm, judge_lm=judge_lm, m=a.m, aggregate=a.aggregate,
+                     seed=a.seed, out=a.out)
     print(result.to_markdown())
-    print(f"qdaif: wrote tta.md, tta.csv and tta_items.jsonl in {opts.get('out') or run_dir.path}")
+    print(f"qdaif: wrote tta.md, tta.csv and tta_items.jsonl in {a.out or run_dir.path}")
