@@ -112,3 +112,56 @@ def test_proposals_with_their_own_generation_settings_share_one_call_per_setting
     history = [json.loads(x) for x in (tmp_path / HISTORY).read_text().splitlines()]
     short = [h for h in history if h.get("meta", {}).get("k", 0) % 2]
     assert short and all(len(h["text"].split()) <= 2 for h in short)
+
+
+def _count_builds(log):
+    """A fork_cli setup: every construction of the toy plugin appends a line to ``log``."""
+
+    def setup():
+        original = Plugin.__init__
+
+        def counted(self, *, domain):
+            with open(log, "a") as f:
+                f.write("built\n")
+            original(self, domain=domain)
+
+        Plugin.__init__ = counted
+
+    return setup
+
+
+def test_the_plugin_is_built_once_per_run_and_once_per_resume_and_never_saved(tmp_path):
+    """Run and resume through the command line: one plugin object per process, shared by the algorithm and the search."""
+    import yaml
+
+    from tests.helpers import cli_in_fork
+
+    (tmp_path / "toy.yaml").write_text(yaml.safe_dump(NODE))
+    log = tmp_path / "builds.log"
+    common = ["allow_code=true", "progress=false"]
+    code, err = cli_in_fork("run", "domain_file=toy.yaml", "model=scripted_fake", "iterations=2", "batch_size=6",
+                            "init_evaluations=6", "min_init_cells=1", "hydra.run.dir=out", *common,
+                            cwd=tmp_path, out=tmp_path / "run", setup=_count_builds(log))
+    assert code == 0, err
+    assert log.read_text().splitlines() == ["built"]
+    code, err = cli_in_fork("run", "resume=out", "iterations=4", *common, cwd=tmp_path, out=tmp_path / "resume",
+                            setup=_count_builds(log))
+    assert code == 0, err
+    assert log.read_text().splitlines() == ["built", "built"]
+    metrics = [json.loads(x) for x in (tmp_path / "out" / METRICS).read_text().splitlines()]
+    assert [m["iteration"] for m in metrics] == [1, 2, 3, 4]
+    checkpoint = (tmp_path / "out" / "checkpoint.json").read_text()
+    assert "Plugin" not in checkpoint and "tests.test_plugin" not in checkpoint
+
+
+def test_search_and_algorithm_share_the_plugin_they_are_given(tmp_path):
+    domain = domain_from_config(NODE, allow_code=True)
+    plugin = Plugin(domain=domain)
+    algorithm = QDAIF(domain=domain, init_evaluations=6, min_init_cells=1, plugin=plugin)
+    lm = ScriptedFakeLM()
+    search = Search(domain=domain, lm=lm, judge_lm=lm, run_dir=RunDir(tmp_path), plugin=plugin,
+                    state=SearchState.new(domain, 0, algorithm), batch_size=6, seed=0)
+    assert search.plugin is plugin and algorithm.plugin is plugin
+    without = Search(domain=domain, lm=lm, judge_lm=lm, run_dir=RunDir(tmp_path / "b"),
+                     state=SearchState.new(domain, 0, algorithm), batch_size=6, seed=0)
+    assert without.plugin is plugin  # the algorithm's, not a second one

@@ -74,12 +74,12 @@ def human_eval_command(args: list[str]) -> None:
 
     p = command_parser("human-eval", "Blinded human evaluation of runs.")
     sub = p.add_subparsers(dest="action", required=True, parser_class=type(p))
-    e = sub.addcommand_parser("export", help="sample elites of runs into a blinded rating set")
+    e = sub.add_parser("export", help="sample elites of runs into a blinded rating set")
     e.add_argument("runs", nargs="+", metavar="DIR[=METHOD]", help="run directories; =METHOD names a run's method")
     e.add_argument("--per-cell", type=number(int, 1), default=1, help="texts per filled cell of each run (default 1)")
     e.add_argument("--out", required=True, help="output folder")
     e.add_argument("--seed", type=number(int, 0), default=0, help="seed of the shuffle")
-    i = sub.addcommand_parser("import", help="analyse raters' files for an export")
+    i = sub.add_parser("import", help="analyse raters' files for an export")
     i.add_argument("out", metavar="OUT", help="the export folder (holding key.json)")
     i.add_argument("ratings", nargs="+", metavar="RATINGS",
                    help="CSV files (qdaif's items.csv filled in, or Label Studio's CSV export) or Label Studio JSON / JSON-MIN exports")
@@ -105,7 +105,7 @@ def export_command(args: list[str]) -> None:
 
     p = command_parser("export", "Export a run's archive for other tools.")
     sub = p.add_subparsers(dest="format", required=True, parser_class=type(p))
-    e = sub.addcommand_parser("lm-eval", help="an lm-evaluation-harness task folder (lm_eval --include_path OUT --tasks NAME)")
+    e = sub.add_parser("lm-eval", help="an lm-evaluation-harness task folder (lm_eval --include_path OUT --tasks NAME)")
     e.add_argument("dir", metavar="DIR", help="run directory")
     e.add_argument("--out", required=True, help="task folder to write (new or empty)")
     e.add_argument("--measure", help="label or categorical measure whose labels are the answers (default: the first)")
