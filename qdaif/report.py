@@ -2,7 +2,9 @@
 
 The page needs no server and no network: the plots are embedded PNGs, the archive is
 an inline SVG, and the run's data (elites, their ancestors, config, metrics) is
-embedded as JSON that a small inline script renders with ``textContent`` only.
+embedded as JSON that a small inline script renders with ``textContent`` only. The
+page is the Jinja template ``qdaif/templates/report.html.j2`` (autoescaped), with its
+stylesheet and script in ``report.css`` and ``report.js`` beside it, inlined.
 
 Texts written by the LM are never markup: in the JSON block ``<``, ``>`` and ``&``
 are written as ``\\u003c``, ``\\u003e`` and ``\\u0026`` (so no ``</script>`` can end the
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from markupsafe import Markup
 
 from qdaif.plot import heatmap_figure, progress_figure
 from qdaif.runs import Axis, RunData, as_run, drawable
@@ -29,6 +32,8 @@ from qdaif.run_dir import CONFIG, atomic_write
 __all__ = ["REPORT", "write_report", "report_html", "json_for_html", "lineage_nodes"]
 
 REPORT = "report.html"
+#: The page's template, in ``qdaif/templates`` with its ``report.css`` and ``report.js``.
+REPORT_TEMPLATE = "report.html.j2"
 
 
 def json_for_html(obj: Any) -> str:
@@ -178,150 +183,41 @@ def _legend_svg(vmin: float, vmax: float) -> str:
             f'<text class="tick" x="236" y="12">empty</text></svg>')
 
 
-_CSS = """
-body { font: 14px/1.45 system-ui, sans-serif; margin: 1.5em auto; max-width: 1100px; color: #222; padding: 0 1em; }
-h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }
-.svgwrap { overflow-x: auto; }
-rect.cell { cursor: pointer; stroke: #fff; stroke-width: 1; }
-rect.cell:hover, rect.cell:focus { stroke: #e8590c; stroke-width: 2; outline: none; }
-rect.cell.selected { stroke: #d00; stroke-width: 3; }
-text.tick { font-size: 11px; fill: #333; } text.axis { font-size: 13px; fill: #111; }
-pre { white-space: pre-wrap; word-break: break-word; background: #f6f6f6; padding: .6em; border-radius: 4px; }
-#elite-text { font-size: 15px; background: #fffbe6; }
-table { border-collapse: collapse; }
-td, th { border: 1px solid #ddd; padding: 2px 8px; text-align: left; vertical-align: top; }
-#elites tbody tr { cursor: pointer; } #elites tbody tr:hover { background: #f0f4ff; }
-.node { margin: .4em 0 .8em 0; } .node .meta { color: #555; font-size: 12px; }
-.node .text { white-space: pre-wrap; word-break: break-word; margin: .1em 0 0 1em; }
-.muted { color: #777; } img { max-width: 100%; }
-"""
+def _template_file(name: str) -> str:
+    """The text of a file of ``qdaif/templates`` (package data)."""
+    from importlib.resources import files
 
-_JS = r"""
-(function () {
-  "use strict";
-  var data = JSON.parse(document.getElementById("qdaif-data").textContent);
-  function $(id) { return document.getElementById(id); }
-  function el(tag, text, cls) {
-    var e = document.createElement(tag);
-    if (text !== undefined && text !== null) { e.textContent = String(text); }
-    if (cls) { e.className = cls; }
-    return e;
-  }
-  function num(x) {
-    if (typeof x !== "number") { return String(x); }
-    return Number.isInteger(x) ? String(x) : x.toPrecision(4);
-  }
-  function clear(node) { while (node.firstChild) { node.removeChild(node.firstChild); } }
-  function binName(k, c) { return data.axes[k].bins[c]; }
-  var byCell = {};
-  data.elites.forEach(function (key) { byCell[data.nodes[key].cell.join(",")] = key; });
+    return files("qdaif").joinpath("templates", name).read_text(encoding="utf-8")
 
-  function describe(key) {
-    var n = data.nodes[key];
-    if (!n) { return "#" + key + " (not in history.jsonl)"; }
-    if (n.kind === "seed") { return "seed text " + key.split(":")[1]; }
-    if (n.kind === "missing" && n.id === undefined) { return key + " (not in this run's files)"; }
-    var parts = ["#" + n.id];
-    if (n.iteration !== undefined && n.iteration !== null) { parts.push("iteration " + n.iteration); }
-    if (n.operator) { parts.push(n.operator); }
-    parts.push("quality " + num(n.quality));
-    parts.push("cell [" + n.cell.join(", ") + "]");
-    if (n.parents && n.parents.length) { parts.push("parents " + n.parents.join(", ")); }
-    return parts.join(" \u00b7 ");
-  }
-  function nodeBlock(key) {
-    var box = el("div", null, "node");
-    box.appendChild(el("div", describe(key), "meta"));
-    var n = data.nodes[key];
-    box.appendChild(el("div", n ? n.text : "", "text"));
-    return box;
-  }
-  function generations(key) {
-    var seen = {}, gens = [], current = [key];
-    seen[key] = true;
-    while (current.length) {
-      var next = [];
-      current.forEach(function (k) {
-        var n = data.nodes[k];
-        ((n && n.parents) || []).forEach(function (p) {
-          if (!seen[p]) { seen[p] = true; next.push(p); }
-        });
-      });
-      if (next.length) { gens.push(next); }
-      current = next;
+
+def _render(**context: Any) -> str:
+    """Renders ``templates/report.html.j2``; every value is escaped unless it is :class:`markupsafe.Markup`."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("qdaif", "templates"), autoescape=True,
+                             keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+    return env.get_template(REPORT_TEMPLATE).render(**context)
+
+
+def _page_data(run: RunData) -> dict[str, Any]:
+    """The run's data that the page's script renders: axes, elites, their lineage, last metrics, config."""
+    config_file = run.path / CONFIG
+    return {
+        "axes": [{"name": a.name, "label": a.label, "bins": a.bin_names()} for a in run.axes],
+        "elites": [_key(e["id"]) for e in run.elites],
+        "nodes": lineage_nodes(run),
+        "metrics": run.metrics[-1] if run.metrics else {},
+        "config": config_file.read_text(encoding="utf-8") if config_file.is_file() else "",
     }
-    return gens;
-  }
-  function show(cellKey) {
-    document.querySelectorAll("rect.cell.selected").forEach(function (r) { r.classList.remove("selected"); });
-    var rect = document.querySelector('rect[data-cell="' + cellKey + '"]');
-    if (rect) { rect.classList.add("selected"); }
-    var cell = cellKey.split(",").map(Number);
-    var names = cell.map(function (c, k) { return data.axes[k].name + " " + binName(k, c); });
-    $("cell-title").textContent = "Cell [" + cell.join(", ") + "]: " + names.join(", ");
-    var key = byCell[cellKey];
-    var body = $("detail-body"), lin = $("lineage");
-    clear(lin);
-    if (key === undefined) {
-      body.hidden = true;
-      $("detail-empty").hidden = false;
-      return;
-    }
-    body.hidden = false;
-    $("detail-empty").hidden = true;
-    var n = data.nodes[key];
-    $("elite-text").textContent = n.text;
-    $("elite-id").textContent = describe(key);
-    $("elite-quality").textContent = num(n.quality);
-    var mt = $("elite-measures");
-    clear(mt);
-    data.axes.forEach(function (a, k) {
-      var tr = el("tr");
-      tr.appendChild(el("th", a.label));
-      tr.appendChild(el("td", n.measures && n.measures[k] !== undefined ? num(n.measures[k]) : ""));
-      tr.appendChild(el("td", "bin " + binName(k, n.cell[k])));
-      mt.appendChild(tr);
-    });
-    var gens = generations(key);
-    if (!gens.length) { lin.appendChild(el("p", "No recorded parents.", "muted")); }
-    gens.forEach(function (g, d) {
-      var det = el("details");
-      det.open = d < 2;
-      var title = d === 0 ? "Parents" : (d === 1 ? "Grandparents" : "Ancestors, " + (d + 1) + " generations back");
-      det.appendChild(el("summary", title + " (" + g.length + ")"));
-      g.forEach(function (k) { det.appendChild(nodeBlock(k)); });
-      lin.appendChild(det);
-    });
-  }
-  document.querySelectorAll("rect.cell").forEach(function (r) {
-    r.addEventListener("click", function () { show(r.getAttribute("data-cell")); });
-    r.addEventListener("keydown", function (ev) {
-      if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); show(r.getAttribute("data-cell")); }
-    });
-  });
 
-  var tbody = $("elites").querySelector("tbody");
-  data.elites.forEach(function (key) {
-    var n = data.nodes[key], tr = el("tr");
-    tr.appendChild(el("td", "[" + n.cell.join(", ") + "]"));
-    tr.appendChild(el("td", num(n.quality)));
-    tr.appendChild(el("td", (n.measures || []).map(num).join(", ")));
-    tr.appendChild(el("td", n.text));
-    tr.addEventListener("click", function () { show(n.cell.join(",")); $("detail").scrollIntoView(); });
-    tbody.appendChild(tr);
-  });
-  var metrics = $("metrics");
-  Object.keys(data.metrics).forEach(function (k) {
-    var tr = el("tr");
-    tr.appendChild(el("th", k));
-    tr.appendChild(el("td", data.metrics[k] === null ? "" : num(data.metrics[k])));
-    metrics.appendChild(tr);
-  });
-  if (!Object.keys(data.metrics).length) { metrics.appendChild(el("tr", "no metrics.jsonl rows")); }
-  $("config").textContent = data.config;
-  document.body.setAttribute("data-ready", "1");
-})();
-"""
+
+def _facts(run: RunData) -> str:
+    """The run's headline figures, one line."""
+    s = run.summary()
+    last = run.metrics[-1] if run.metrics else {}
+    return (f"{len(run.metrics)} iterations, {last.get('evaluations', '?')} evaluations; "
+            f"QD score {s['qd_score']:.3f}, coverage {s['coverage']:.0%} ({s['num_elites']}/{run.cells} cells), "
+            f"best quality {s['max_quality']:.3f}")
 
 
 def report_html(run: RunData, *, title: str | None = None) -> str:
@@ -341,82 +237,18 @@ def report_html(run: RunData, *, title: str | None = None) -> str:
     finite = grid[np.isfinite(grid)]
     vmin = min(0.0, float(finite.min())) if len(finite) else 0.0
     vmax = max(1.0, float(finite.max())) if len(finite) else 1.0
-    nodes = lineage_nodes(run)
-    config_file = run.path / CONFIG
-    data = {
-        "axes": [{"name": a.name, "label": a.label, "bins": a.bin_names()} for a in run.axes],
-        "elites": [_key(e["id"]) for e in run.elites],
-        "nodes": nodes,
-        "metrics": run.metrics[-1] if run.metrics else {},
-        "config": config_file.read_text(encoding="utf-8") if config_file.is_file() else "",
-    }
     images = [("Archive, bins drawn to scale", _png_data_uri(heat))]
     if run.metrics:
         images.append(("Progress", _png_data_uri(progress_figure(run))))
-    s = run.summary()
     title = title or f"qdaif run: {run.domain_name} ({run.path.resolve().name})"
-    script_hash = base64.b64encode(hashlib.sha256(_JS.encode("utf-8")).digest()).decode("ascii")
+    script = _template_file("report.js")
+    script_hash = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
     csp = (f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'sha256-{script_hash}'; "
            "base-uri 'none'; form-action 'none'")
-    last = run.metrics[-1] if run.metrics else {}
-    facts = (f"{len(run.metrics)} iterations, {last.get('evaluations', '?')} evaluations; "
-             f"QD score {s['qd_score']:.3f}, coverage {s['coverage']:.0%} ({s['num_elites']}/{run.cells} cells), "
-             f"best quality {s['max_quality']:.3f}")
-    figures = "\n".join(f'<figure><img alt="{html.escape(cap)}" src="{uri}"><figcaption>{html.escape(cap)}'
-                        "</figcaption></figure>" for cap, uri in images)
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="{csp}">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{html.escape(title)}</title>
-<style>{_CSS}</style>
-</head>
-<body>
-<h1>{html.escape(title)}</h1>
-<p>{html.escape(str(run.path.resolve()))}<br>{html.escape(facts)}</p>
-<section id="archive">
-<h2>Archive</h2>
-<p class="muted">Click a cell (or press Enter on it) to read its elite, the elite's measures and its lineage.
-Cells are drawn with equal widths here; tick labels give the true bin edges.</p>
-<div class="svgwrap">{_archive_svg(run, vmin, vmax)}</div>
-{_legend_svg(vmin, vmax)}
-</section>
-<section id="detail">
-<h2 id="cell-title">No cell selected</h2>
-<p id="detail-empty" class="muted">Select a cell above, or an elite in the table below.</p>
-<div id="detail-body" hidden>
-<p id="elite-id" class="muted"></p>
-<pre id="elite-text"></pre>
-<table><tbody><tr><th>quality</th><td id="elite-quality"></td></tr></tbody></table>
-<h3>Measures</h3>
-<table><tbody id="elite-measures"></tbody></table>
-<h3>Lineage (parents back to the seed texts)</h3>
-<div id="lineage"></div>
-</div>
-</section>
-<section>
-<h2>Final metrics</h2>
-<table><tbody id="metrics"></tbody></table>
-</section>
-<section>
-<h2>Plots</h2>
-{figures}
-</section>
-<section>
-<h2>All elites</h2>
-<table id="elites"><thead><tr><th>cell</th><th>quality</th><th>measures</th><th>text</th></tr></thead><tbody></tbody></table>
-</section>
-<section>
-<h2>Config</h2>
-<details><summary>config.yaml</summary><pre id="config"></pre></details>
-</section>
-<script type="application/json" id="qdaif-data">{json_for_html(data)}</script>
-<script>{_JS}</script>
-</body>
-</html>
-"""
+    return _render(title=title, path=str(run.path.resolve()), facts=_facts(run), csp=Markup(csp), figures=images,
+                   css=Markup(_template_file("report.css")), script=Markup(script),
+                   archive_svg=Markup(_archive_svg(run, vmin, vmax)), legend_svg=Markup(_legend_svg(vmin, vmax)),
+                   data_json=Markup(json_for_html(_page_data(run))))
 
 
 def write_report(run: RunData | str | Path, *, out: str | Path | None = None, title: str | None = None) -> Path:

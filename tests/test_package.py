@@ -41,6 +41,8 @@ def test_wheel_carries_configs_domains_and_plugin_data(installed):
     for name in ("opinions", "poetry", "stories", "multitask", "rewrites"):
         assert (site / "qdaif" / "configs" / "domain" / f"{name}.yaml").is_file(), name
     assert (site / "qdaif" / "plugins" / "multitask" / "data" / "items.jsonl").is_file()
+    for name in ("report.html.j2", "report.css", "report.js"):
+        assert (site / "qdaif" / "templates" / name).is_file(), name
 
 
 def test_installed_wheel_runs_every_command_from_another_folder(installed, tmp_path):
