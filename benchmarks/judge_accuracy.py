@@ -3,7 +3,7 @@
     python benchmarks/judge_accuracy.py [domain=NAME] [data=FILE] [split=dev|holdout]
                                         [positive=MEASURE:VALUE,...] [hydra overrides...]
 
-A thin caller of ``python -m qdaif judge labels=FILE`` (``qdaif/judge_eval.py``, where the
+A thin caller of ``python -m qdaif judge --labels FILE`` (``qdaif/judge_eval.py``, where the
 file format and the metrics are described) that knows the project's labelled sets:
 without ``data=``, the file is ``benchmarks/data/<stem>_labelled.jsonl`` with the stem
 from ``DATA`` below, and the class each label measure's value is the probability of

@@ -5,7 +5,7 @@
 
 Each variant changes some judges of the domain (``VARIANTS`` below; an option value
 ``pool`` means "the examples of ``benchmarks/data/judge_pools.yaml`` for that judge").
-For every variant it prints the headline figures of ``python -m qdaif judge labels=``
+For every variant it prints the headline figures of ``python -m qdaif judge --labels``
 (AUC for label judges, accuracy and macro-F1 for categorical ones, on the texts whose
 quality label is true) and the judge's wall and CPU time per text (CPU time is the steadier figure on a shared machine), so the cost of each option
 shows next to what it buys. Options are chosen on the ``dev`` split only; the held-out

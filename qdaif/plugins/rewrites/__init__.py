@@ -5,7 +5,7 @@ gold label) the search collects rewrites that keep its meaning and that a task
 classifier gets right, spread over their character distance from the original and
 their style (formality or length). One archive holds every input: its first measure is
 the input (a categorical axis), so each input has its own 2D slice and one batched
-iteration works on many inputs. ``python -m qdaif tta run=DIR`` then uses the best
+iteration works on many inputs. ``python -m qdaif tta DIR`` then uses the best
 elites of each input as test-time augmentations (:mod:`qdaif.plugins.rewrites.tta`).
 
 Operators (each proposal's ``meta`` names its input):
