@@ -13,6 +13,7 @@ Commands:
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import re
@@ -52,6 +53,8 @@ hydra.run.dir=DIR). Runs are written to runs/<domain>/<date_time>/.
 
 # Keys that may change when a run is resumed; everything else is the run's own config.
 RESUMABLE_KEYS = {"iterations", "progress", "plot_every", "cache", "allow_code", "pipeline"}
+# Optional model groups (Hydra group override of each) that may be unset: ``KEY=null`` means "none".
+OPTIONAL_MODELS = {"judge_model": "model@judge_model", "target_model": "target_model"}
 # Hydra launchers that the optional extra ``sweep`` installs (configs/hydra/launcher/slurm.yaml extends one).
 SWEEP_EXTRA_LAUNCHERS = ("joblib", "submitit_local", "submitit_slurm", "slurm")
 
@@ -82,20 +85,56 @@ def _explain_composition_error(e: Exception, overrides: Sequence[str]) -> str:
         if name in SWEEP_EXTRA_LAUNCHERS:
             return f"hydra/launcher {name!r} is not installed; install the sweep extra: pip install -e '.[sweep]'"
     if "Could not override '" in text:
-        key = text.split("Could not override '", 1)[1].split("'", 1)[0]
-        hint = ""
-        try:
-            known = list(compose_config([], validate=False).keys())
-            close = difflib.get_close_matches(key.split(".")[0], known, n=1)
-            if close and "." not in key:
-                hint = f" (did you mean {close[0]!r}?)"
-        except Exception:  # noqa: BLE001 - the hint is optional
-            pass
-        return f"unknown config key {key!r}{hint}; see configs/config.yaml for the keys, or prefix it with + to add a new one"
+        return _unknown_key_message(text.split("Could not override '", 1)[1].split("'", 1)[0], overrides)
     if text.startswith("Error merging override ") and e.__cause__ is not None:  # e.g. hydra.launcher.n_jobs=x
         reason = str(e.__cause__).strip().splitlines()[0] if str(e.__cause__).strip() else type(e.__cause__).__name__
         return f"cannot set {text[len('Error merging override '):].strip()}: {reason}"
     return " ".join(text.split())
+
+
+def model_choices() -> list[str]:
+    """The names of ``configs/model/*.yaml``: the choices of ``model=``, ``model@judge_model=`` and ``target_model=``."""
+    return sorted(p.stem for p in (configs_dir() / "model").glob("*.yaml"))
+
+
+def _unknown_key_message(key: str, overrides: Sequence[str]) -> str:
+    """One line for an override of a key that the composed config lacks: what to choose or the keys there are."""
+    head, _, rest = key.partition(".")
+    others = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != key]
+    try:
+        cfg = compose_config(others, validate=False)
+    except Exception:  # noqa: BLE001 - the message is still useful without the config
+        cfg = None
+    if rest and head in OPTIONAL_MODELS and (cfg is None or cfg.get(head) is None):
+        return (f"cannot set {key}: no {head} is chosen; choose one first, e.g. {OPTIONAL_MODELS[head]}=openai "
+                f"{key}=... ({OPTIONAL_MODELS[head]} choices: {', '.join(model_choices())})")
+    parent, _, leaf = key.rpartition(".")
+    node = cfg if cfg is None or not parent else _select(cfg, parent)
+    known = [str(k) for k in node.keys()] if hasattr(node, "keys") else []
+    close = difflib.get_close_matches(leaf, known, n=1)
+    hint = f" (did you mean {(parent + '.' if parent else '') + close[0]!r}?)" if close else ""
+    if parent and known:
+        return f"unknown config key {key!r}{hint}; the keys of {parent}: {', '.join(known)} (prefix it with + to add a new one)"
+    return f"unknown config key {key!r}{hint}; see configs/config.yaml for the keys, or prefix it with + to add a new one"
+
+
+def _select(cfg: Any, key: str) -> Any:
+    from omegaconf import OmegaConf
+
+    try:
+        return OmegaConf.select(cfg, key)
+    except Exception:  # noqa: BLE001 - e.g. a key through a non-mapping value: no list of keys then
+        return None
+
+
+def normalise_overrides(overrides: Sequence[str]) -> list[str]:
+    """``target_model=null`` and ``model@judge_model=null`` as Hydra's ``~KEY`` (unset the optional group).
+
+    Hydra cannot set a config group to ``null`` from the command line; ``~KEY`` is its way to say none.
+    """
+    optional = set(OPTIONAL_MODELS.values())
+    return [f"~{o.split('=', 1)[0]}" if "=" in o and o.split("=", 1)[0] in optional and o.split("=", 1)[1].strip()
+            in ("null", "~") else o for o in overrides]
 
 
 def compose_config(overrides: Sequence[str], *, validate: bool = True):
@@ -116,9 +155,10 @@ def compose_config(overrides: Sequence[str], *, validate: bool = True):
     from omegaconf.errors import OmegaConfBaseException
 
     _register_resolvers()
+    overrides = normalise_overrides(overrides)
     try:
         with initialize_config_dir(config_dir=str(configs_dir()), version_base="1.3", job_name="qdaif"):
-            cfg = compose("config", overrides=list(overrides))
+            cfg = compose("config", overrides=overrides)
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(_explain_composition_error(e, overrides)) from None
     apply_domain_file(cfg)
@@ -234,14 +274,19 @@ def validate_run_config(cfg: Any) -> None:
         raise ConfigError(f"pipeline must be one of {', '.join(PIPELINES)}, got {cfg.get('pipeline')!r}")
     from qdaif.plugin import make_plugin
 
-    make_plugin(domain_from_config(cfg.domain, allow_code=allow_code(cfg)))  # a plugin validates its settings when built
+    plugin = make_plugin(domain_from_config(cfg.domain, allow_code=allow_code(cfg)))  # it validates its settings
     from qdaif.algorithms import algorithm_names
 
     name = (cfg.get("algorithm") or {}).get("name", "qdaif")
     if name not in algorithm_names():
         raise ConfigError(f"unknown algorithm {name!r}; known algorithms: {', '.join(algorithm_names())}")
-    if "backend" not in cfg.model:
-        raise ConfigError("model.backend is missing; choose a model with model=embedded|hf|openai|vllm|scripted_fake")
+    for key, group in (("model", "model"), *OPTIONAL_MODELS.items()):
+        node = cfg.get(key)
+        if node is not None and (not hasattr(node, "keys") or "backend" not in node):
+            raise ConfigError(f"{key}.backend is missing; choose a model with {group}={'|'.join(model_choices())}")
+    if cfg.get("target_model") is not None and not getattr(plugin, "uses_target", False):
+        raise ConfigError(f"target_model is set, but domain {cfg.domain.get('name')} has no target model (a plugin with "
+                          f"a model under test has one, e.g. domain=redteam); remove target_model")
 
 
 def package_versions() -> dict[str, str]:
@@ -260,24 +305,71 @@ def package_versions() -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------- run
-def _build(cfg: Any):
-    """Returns (domain, generator LM, judge LM); the judge is the generator unless ``judge_model`` is set."""
+@dataclasses.dataclass(frozen=True)
+class RunModels:
+    """The models of a run: ``judge_lm`` and ``target_lm`` are ``lm`` itself unless configured apart."""
+
+    domain: Any
+    lm: Any
+    judge_lm: Any
+    target_lm: Any
+
+
+def build_run_models(cfg: Any, *, target: bool = True) -> RunModels:
+    """Builds the domain and the run's models, each model config loaded once.
+
+    ``judge_model`` and ``target_model`` are the generator itself unless set; a target
+    whose config equals ``model`` (or ``judge_model``) reuses that object. With
+    ``cache``, each distinct model is wrapped once, so shared objects stay shared.
+
+    Args:
+        cfg: The run config.
+        target: Also build ``target_model`` (else ``target_lm`` is ``lm``).
+
+    Raises:
+        ConfigError: A model's settings are wrong (naming its key).
+    """
     from qdaif.domain import domain_from_config
     from qdaif.lm import make_lm
-    from qdaif.lm._cache import CachingLM
 
     domain = domain_from_config(cfg.domain, allow_code=allow_code(cfg))
-    lm = make_lm(cfg.model)
-    judge_lm = make_lm(cfg.judge_model) if cfg.get("judge_model") is not None else lm
+    lm = make_lm(cfg.model, where="model")
+    judge_lm = make_lm(cfg.judge_model, where="judge_model") if cfg.get("judge_model") is not None else lm
+    target_lm = _target_lm(cfg, lm, judge_lm) if target else lm
     if not domain.plugin:  # the longest seeded-init prompt must fit the model, before anything is sent
         longest = sorted(domain.seeds, key=len, reverse=True)[: domain.lmx.num_examples]
         lm.check_prompts([domain.lmx.render(longest)], max_tokens=domain.generation.max_tokens)
     if cfg.get("cache"):
-        path = Path(str(cfg.cache)).expanduser()
-        same = judge_lm is lm
-        lm = CachingLM(lm=lm, path=path)
-        judge_lm = lm if same else CachingLM(lm=judge_lm, path=path)
-    return domain, lm, judge_lm
+        from qdaif.lm._cache import CachingLM
+
+        path, wrapped = Path(str(cfg.cache)).expanduser(), {}
+        for m in (lm, judge_lm, target_lm):
+            wrapped.setdefault(id(m), CachingLM(lm=m, path=path))
+        lm, judge_lm, target_lm = (wrapped[id(m)] for m in (lm, judge_lm, target_lm))
+    return RunModels(domain=domain, lm=lm, judge_lm=judge_lm, target_lm=target_lm)
+
+
+def _target_lm(cfg: Any, lm: Any, judge_lm: Any) -> Any:
+    """``target_model``'s LM: the generator when unset, an already built model when its config is the same."""
+    from omegaconf import OmegaConf
+
+    from qdaif.lm import make_lm
+
+    node = cfg.get("target_model")
+    if node is None:
+        return lm
+    plain = OmegaConf.to_container(node, resolve=True)
+    if plain == OmegaConf.to_container(cfg.model, resolve=True):
+        return lm
+    if cfg.get("judge_model") is not None and plain == OmegaConf.to_container(cfg.judge_model, resolve=True):
+        return judge_lm
+    return make_lm(node, where="target_model")
+
+
+def _build(cfg: Any):
+    """Returns (domain, generator LM, judge LM); the judge is the generator unless ``judge_model`` is set."""
+    m = build_run_models(cfg, target=False)
+    return m.domain, m.lm, m.judge_lm
 
 
 def _execute(search, cfg: Any, run_path: Path) -> None:
@@ -299,6 +391,20 @@ def _execute(search, cfg: Any, run_path: Path) -> None:
         f"coverage {float(stats.coverage):.0%}, best quality "
         f"{float(stats.obj_max) if stats.obj_max is not None else float('nan'):.3f}; run directory {run_path}"
     )
+
+
+#: Keys of config.yaml describing the built models (not config: left out when a run is resumed).
+MODEL_INFOS = ("model_info", "judge_model_info", "target_model_info")
+
+
+def _model_infos(models: RunModels) -> dict[str, Any]:
+    """``model_info``, plus ``judge_model_info``/``target_model_info`` for models other than the generator."""
+    out = {"model_info": models.lm.describe()}
+    if models.judge_lm is not models.lm:
+        out["judge_model_info"] = models.judge_lm.describe()
+    if models.target_lm is not models.lm:
+        out["target_model_info"] = models.target_lm.describe()
+    return out
 
 
 def _claim_new_run_dir(run_path: str | Path, *, dir_key: str = "hydra.run.dir"):
@@ -342,17 +448,16 @@ def start_run(cfg: Any, run_path: str | Path, *, dir_key: str = "hydra.run.dir")
 
     validate_run_config(cfg)
     run_dir = _claim_new_run_dir(run_path, dir_key=dir_key)
-    domain, lm, judge_lm = _build(cfg)
+    models = build_run_models(cfg)
     record = OmegaConf.to_container(cfg, resolve=True)
-    record["model_info"] = lm.describe()
-    if judge_lm is not lm:
-        record["judge_model_info"] = judge_lm.describe()
+    record.update(_model_infos(models))
     record["versions"] = package_versions()
     run_dir.write_config(record)
-    algorithm = make_algorithm(cfg.algorithm, domain=domain, init_evaluations=int(cfg.init_evaluations),
+    algorithm = make_algorithm(cfg.algorithm, domain=models.domain, init_evaluations=int(cfg.init_evaluations),
                                min_init_cells=int(cfg.min_init_cells))
     search = Search(
-        domain=domain, lm=lm, judge_lm=judge_lm, run_dir=run_dir, state=SearchState.new(domain, int(cfg.seed), algorithm),
+        domain=models.domain, lm=models.lm, judge_lm=models.judge_lm, target_lm=models.target_lm, run_dir=run_dir,
+        state=SearchState.new(models.domain, int(cfg.seed), algorithm),
         batch_size=int(cfg.batch_size), seed=int(cfg.seed), plot_every=int(cfg.plot_every), refresh=draw_archive,
         pipeline=str(cfg.get("pipeline", "auto")),
     )
@@ -413,7 +518,7 @@ def resume_run(path: str | Path, overrides: Sequence[str] = ()) -> None:
         key, value = _parse_resume_override(ov)
         record[key] = value
     # The recorded domain is the one the run used, even if its domain_file changed since.
-    cfg = OmegaConf.create({k: v for k, v in record.items() if k not in ("model_info", "judge_model_info", "versions")})
+    cfg = OmegaConf.create({k: v for k, v in record.items() if k not in (*MODEL_INFOS, "versions")})
     validate_run_config(cfg)
     from qdaif.domain import domain_from_config
 
@@ -426,11 +531,12 @@ def resume_run(path: str | Path, overrides: Sequence[str] = ()) -> None:
         state = SearchState.new(domain, int(cfg.seed), algorithm)
     if int(cfg.iterations) < state.iteration:
         raise ConfigError(f"the run already has {state.iteration} iterations; pass iterations >= {state.iteration}")
-    domain, lm, judge_lm = _build(cfg)
+    models = build_run_models(cfg)  # the recorded model, judge_model and target_model, as the run began
     record["versions"] = package_versions()
     run_dir.write_config(record)
     search = Search(
-        domain=domain, lm=lm, judge_lm=judge_lm, run_dir=run_dir, state=state,
+        domain=models.domain, lm=models.lm, judge_lm=models.judge_lm, target_lm=models.target_lm, run_dir=run_dir,
+        state=state,
         batch_size=int(cfg.batch_size), seed=int(cfg.seed), plot_every=int(cfg.plot_every), refresh=draw_archive,
         pipeline=str(cfg.get("pipeline", "auto")),
     )
@@ -522,15 +628,17 @@ def run_dir_of(overrides: Sequence[str]) -> str:
     from omegaconf.errors import OmegaConfBaseException
 
     _register_resolvers()
+    overrides = normalise_overrides(overrides)
     try:
         with initialize_config_dir(config_dir=str(configs_dir()), version_base="1.3", job_name="qdaif"):
-            cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+            cfg = compose("config", overrides=overrides, return_hydra_config=True)
         return str(OmegaConf.select(cfg, "hydra.run.dir"))
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(_explain_composition_error(e, overrides)) from None
 
 
 def _run_command(args: list[str]) -> None:
+    args = normalise_overrides(args)
     overrides = [a for a in args if not a.startswith("-")]
     resume = [a for a in overrides if a.startswith("resume=")]
     if resume:

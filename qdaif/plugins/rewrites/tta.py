@@ -229,6 +229,7 @@ def command(args: list[str]) -> None:
     from omegaconf import OmegaConf
 
     from qdaif.cli import build_models as _build
+    from qdaif.cli import MODEL_INFOS
     from qdaif.cli import fail as _fail
     from qdaif.cli import parse_int as _parse_int
     from qdaif.run_dir import RunDir
@@ -252,7 +253,7 @@ def command(args: list[str]) -> None:
     run_dir = RunDir.existing(opts["run"])
     record = run_dir.read_config()
     record["allow_code"] = False  # never trust code named by a run directory
-    cfg = OmegaConf.create({k: v for k, v in record.items() if k not in ("model_info", "judge_model_info", "versions")})
+    cfg = OmegaConf.create({k: v for k, v in record.items() if k not in (*MODEL_INFOS, "versions")})
     cfg.merge_with(OmegaConf.from_dotlist(overrides))
     domain, lm, judge_lm = _build(cfg)
     result = run_tta(run_path=run_dir.path, domain=domain, lm=lm, judge_lm=judge_lm, m=_parse_int("m", opts.get("m", "4")),
