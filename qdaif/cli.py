@@ -25,7 +25,8 @@ from typing import Any
 from qdaif.domain import configs_dir
 from qdaif.errors import ConfigError, QDAIFError
 
-__all__ = ["main", "compose_config", "validate_run_config", "start_run", "resume_run"]
+__all__ = ["main", "compose_config", "validate_run_config", "start_run", "resume_run", "build_run_models", "RunModels",
+           "normalise_overrides"]
 
 USAGE = """usage: python -m qdaif <command> [key=value ...]
 
@@ -132,9 +133,12 @@ def normalise_overrides(overrides: Sequence[str]) -> list[str]:
 
     Hydra cannot set a config group to ``null`` from the command line; ``~KEY`` is its way to say none.
     """
-    optional = set(OPTIONAL_MODELS.values())
-    return [f"~{o.split('=', 1)[0]}" if "=" in o and o.split("=", 1)[0] in optional and o.split("=", 1)[1].strip()
-            in ("null", "~") else o for o in overrides]
+    out = []
+    for o in overrides:
+        key, sep, value = o.partition("=")
+        unset = sep and key in OPTIONAL_MODELS.values() and value.strip() == "null"
+        out.append(f"~{key}" if unset else o)
+    return out
 
 
 def compose_config(overrides: Sequence[str], *, validate: bool = True):

@@ -105,6 +105,7 @@ def test_target_model_composes_from_the_model_group_files():
     assert cfg.target_model.base_url == "http://127.0.0.1:9/v1" and cfg.model.backend == "scripted_fake"
     assert compose_config([*FAKE, "target_model=openai", "target_model=null"]).get("target_model") is None
     assert compose_config(FAKE).get("target_model") is None
+    assert compose_config([*FAKE, "model@judge_model=null"]).get("judge_model") is None  # Hydra alone fails on null
 
 
 def test_every_model_config_has_its_target_model_twin():
