@@ -6,9 +6,12 @@ the entity, with a prompt that does not) and, from ``elites.jsonl``, the cells h
 successful prompt. Then it asks the target again (one batched ``generate`` per run and
 instruction, greedy) with every successful elite under the run's instruction and under
 ``settings.strong_instruction``: the share still successful under the stricter one says
-whether the archive transfers. Writes ``transfer.json`` and ``transfer.md`` to ``--out``.
+whether the archive transfers. The target asked is ``target_model`` when the overrides set
+it (a second target model: ``target_model=hf target_model.name=...``), else ``model``.
+Writes ``transfer.json`` and ``transfer.md`` to ``--out``.
 
     python benchmarks/redteam_transfer.py runs/redteam/*_seed* --out docs/results/redteam model.threads=1
+    python benchmarks/redteam_transfer.py runs/redteam/*_seed* --out OUT target_model=openai target_model.base_url=URL
 """
 
 from __future__ import annotations
@@ -35,14 +38,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("args", nargs="+", help="run directories, then model overrides such as model.threads=1")
     ap.add_argument("--out", type=Path, required=True)
-    args = ap.parse_args()
+    args = ap.parse_intermixed_args()  # overrides may follow --out, as in the usage above
     overrides = [a for a in args.args if "=" in a]
     runs = [Path(a) for a in args.args if "=" not in a]
     missing = [str(r) for r in runs if not (r / "elites.jsonl").is_file()]
     if missing or not runs:
         raise SystemExit(f"redteam_transfer: not run directories (no elites.jsonl): {', '.join(missing) or 'none given'}")
     cfg = compose_config(["domain=redteam", *overrides])
-    lm = make_lm(cfg.model)
+    lm = make_lm(cfg.target_model, where="target_model") if cfg.get("target_model") is not None else make_lm(cfg.model)
     out, examples = [], []
     for run in runs:
         domain = domain_from_config(OmegaConf.load(run / "config.yaml").domain)
@@ -69,7 +72,8 @@ def main() -> None:
             examples.append({"run": run.name, "bins": e["bins"], "prompt": e["text"], "fluent_quality": e["quality"],
                              "reply": r, "success": hb, "strong_reply": s, "strong_success": hs})
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "transfer.json").write_text(json.dumps({"runs": out, "examples": examples}, indent=1) + "\n")
+    target = lm.describe()
+    (args.out / "transfer.json").write_text(json.dumps({"target": target, "runs": out, "examples": examples}, indent=1) + "\n")
     lines = ["| run | candidates | success rate | cells | successful cells | re-run success | strong-instruction success |",
              "|---|---|---|---|---|---|---|"]
     for r in out:

@@ -310,6 +310,7 @@ def _readme(run: RunData, *, result: LmEvalExport, data: str, min_quality: float
         f"- domain: `{run.domain_name}` version {d.get('version', '?')}",
         f"- generator model: {model}",
         f"- judge model: {judge}",
+        *([f"- target model: {_model_line(c.get('target_model_info'), c.get('target_model'))}"] if c.get("target_model") else []),
         f"- run: `{run.path.name}` (algorithm {method_of(c)}, seed {c.get('seed', '?')}, {c.get('iterations', '?')} "
         f"iterations of {c.get('batch_size', '?')}; archive: {stats['num_elites']} elites, QD score {stats['qd_score']:.3f}, "
         f"coverage {stats['coverage']:.0%})",

@@ -66,6 +66,9 @@ class DomainPlugin(abc.ABC):
 
     #: Placeholders the domain's judge queries may use besides ``{text}``.
     placeholders: ClassVar[frozenset[str]] = frozenset({"text"})
+    #: Whether the domain has a model under test: then :meth:`evaluate` also gets
+    #: ``target_lm``, the run's ``target_model`` (the generator itself unless set).
+    uses_target: ClassVar[bool] = False
 
     def __init__(self, *, domain: "Domain") -> None:
         self.domain = domain
@@ -108,6 +111,8 @@ class DomainPlugin(abc.ABC):
             lm: The generator (e.g. the target model that answers a candidate prompt).
             judge_lm: The judge model.
             seed: Sampling seed for any generation the evaluation makes.
+            target_lm: Passed only to a plugin with :attr:`uses_target`: the model under
+                test (``target_model``; the same object as ``lm`` unless set).
 
         Returns:
             An :class:`qdaif.feedback.Evaluation`; ``quality`` or ``measures`` are

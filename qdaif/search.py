@@ -168,6 +168,8 @@ class Search:
         domain: What is searched.
         lm: The generator.
         judge_lm: The judge model (often the same object as ``lm``).
+        target_lm: The model under test of a plugin with a target (``uses_target``);
+            ``None``: ``lm``.
         run_dir: Where the run is recorded.
         state: Search state (with its algorithm), new or loaded from a checkpoint.
         batch_size: Candidates per iteration.
@@ -202,10 +204,12 @@ class Search:
         refresh: Callable[..., None] | None = None,
         plugin: DomainPlugin | None = None,
         pipeline: str = "auto",
+        target_lm: LM | None = None,
     ) -> None:
         self.domain = domain
         self.lm = lm
         self.judge_lm = judge_lm
+        self.target_lm = lm if target_lm is None else target_lm
         self.plugin = plugin if plugin is not None else getattr(state.algorithm, "plugin", None)
         if self.plugin is None and domain.plugin:
             self.plugin = make_plugin(domain)
@@ -235,7 +239,7 @@ class Search:
 
     # ------------------------------------------------------------------ steps
     def _lms(self) -> list[LM]:
-        return list({id(x): x for x in (self.lm, self.judge_lm)}.values())
+        return list({id(x): x for x in (self.lm, self.judge_lm, self.target_lm)}.values())
 
     def _cache_counts(self) -> tuple[int, int]:
         lms = self._lms()
@@ -311,8 +315,9 @@ class Search:
     def evaluate(self, texts: list[str], proposals: list[Proposal], iteration: int) -> Evaluation:
         """Judges ``n`` candidate texts in batched ``score`` calls (the plugin's or the label judges')."""
         if self.plugin:
+            target = {"target_lm": self.target_lm} if self.plugin.uses_target else {}
             return self.plugin.evaluate(texts, proposals, lm=self.lm, judge_lm=self.judge_lm,
-                                        seed=iteration_seed(self.seed + 1, iteration))
+                                        seed=iteration_seed(self.seed + 1, iteration), **target)
         return self.judge.evaluate(texts)
 
     def _barrier(self, proposals: list[Proposal], iteration: int) -> "_Judged":

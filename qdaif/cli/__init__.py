@@ -20,17 +20,18 @@ from collections.abc import Callable, Sequence
 
 from qdaif.cli._args import command_parser, existing_dir, fail, finite, folder_arg, number, override, parse_int
 from qdaif.cli._compose import (  # noqa: F401 - re-exported: tests and benchmarks import them from qdaif.cli
-                                SWEEP_EXTRA_LAUNCHERS, _explain_composition_error, _register_resolvers,
-                                allow_code, apply_domain_file, apply_overrides, build_models, compose_config,
-                                load_domain_file, package_versions, parse_override, run_dir_of, safe_dir_name,
-                                validate_run_config)
+                                OPTIONAL_MODELS, SWEEP_EXTRA_LAUNCHERS, _explain_composition_error,
+                                _register_resolvers, allow_code, apply_domain_file, apply_overrides, compose_config,
+                                load_domain_file, model_choices, normalise_overrides, package_versions, parse_override,
+                                run_dir_of, safe_dir_name, validate_run_config)
+from qdaif.cli._models import MODEL_INFOS, RunModels, build_models, build_run_models, model_infos
 from qdaif.cli.analysis import compare_command, export_command, human_eval_command, plot_command, report_command
 from qdaif.cli.judge import judge_command, read_texts
 from qdaif.cli.run import RESUMABLE_KEYS, resume_run, run_command, start_run
 from qdaif.errors import QDAIFError
 
 __all__ = ["main", "compose_config", "validate_run_config", "start_run", "resume_run", "run_dir_of", "safe_dir_name",
-           "build_models", "read_texts", "plugin_commands", "COMMANDS", "COMMAND_GROUP", "RESUMABLE_KEYS", "USAGE",
+           "build_models", "build_run_models", "RunModels", "MODEL_INFOS", "normalise_overrides", "read_texts", "plugin_commands", "COMMANDS", "COMMAND_GROUP", "RESUMABLE_KEYS", "USAGE",
            # the helpers a plugin's command uses to behave like the engine's commands
            "fail", "parse_int", "command_parser", "number", "finite", "override", "folder_arg", "existing_dir",
            "apply_overrides", "parse_override"]

@@ -16,11 +16,13 @@ if TYPE_CHECKING:
     from qdaif.plugin import DomainPlugin
 
 __all__ = ["compose_config", "validate_run_config", "load_domain_file", "apply_domain_file", "safe_dir_name",
-           "allow_code", "package_versions", "build_models", "run_dir_of", "parse_override", "apply_overrides",
-           "SWEEP_EXTRA_LAUNCHERS"]
+           "allow_code", "package_versions", "run_dir_of", "parse_override", "apply_overrides",
+           "SWEEP_EXTRA_LAUNCHERS", "OPTIONAL_MODELS", "normalise_overrides", "model_choices"]
 
 # Hydra launchers that the optional extra ``sweep`` installs (configs/hydra/launcher/slurm.yaml extends one).
 SWEEP_EXTRA_LAUNCHERS = ("joblib", "submitit_local", "submitit_slurm", "slurm")
+# Optional model groups (Hydra group override of each) that may be unset: ``KEY=null`` means "none".
+OPTIONAL_MODELS = {"judge_model": "model@judge_model", "target_model": "target_model"}
 
 
 def _explain_missing_config(e: Exception, text: str) -> str:
@@ -38,17 +40,53 @@ def _explain_missing_config(e: Exception, text: str) -> str:
     return f"config {missing!r} not found"
 
 
-def _explain_unknown_key(text: str) -> str:
+def model_choices() -> list[str]:
+    """The names of ``configs/model/*.yaml``: the choices of ``model=``, ``model@judge_model=`` and ``target_model=``."""
+    return sorted(p.stem for p in (configs_dir() / "model").glob("*.yaml"))
+
+
+def _explain_unknown_key(text: str, overrides: Sequence[str]) -> str:
+    """One line for an override of a key that the composed config lacks: what to choose or the keys there are."""
     key = text.split("Could not override '", 1)[1].split("'", 1)[0]
-    hint = ""
+    head, _, rest = key.partition(".")
+    others = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != key]
     try:
-        known = list(compose_config([], validate=False).keys())
-        close = difflib.get_close_matches(key.split(".")[0], known, n=1)
-        if close and "." not in key:
-            hint = f" (did you mean {close[0]!r}?)"
-    except Exception:  # noqa: BLE001 - the hint is optional
-        pass
+        cfg = compose_config(others, validate=False)
+    except Exception:  # noqa: BLE001 - the message is still useful without the config
+        cfg = None
+    if rest and head in OPTIONAL_MODELS and (cfg is None or cfg.get(head) is None):
+        return (f"cannot set {key}: no {head} is chosen; choose one first, e.g. {OPTIONAL_MODELS[head]}=openai "
+                f"{key}=... ({OPTIONAL_MODELS[head]} choices: {', '.join(model_choices())})")
+    parent, _, leaf = key.rpartition(".")
+    node = cfg if cfg is None or not parent else _select(cfg, parent)
+    known = [str(k) for k in node.keys()] if hasattr(node, "keys") else []
+    close = difflib.get_close_matches(leaf, known, n=1)
+    hint = f" (did you mean {(parent + '.' if parent else '') + close[0]!r}?)" if close else ""
+    if parent and known:
+        return f"unknown config key {key!r}{hint}; the keys of {parent}: {', '.join(known)} (prefix it with + to add a new one)"
     return f"unknown config key {key!r}{hint}; see configs/config.yaml for the keys, or prefix it with + to add a new one"
+
+
+def _select(cfg: Any, key: str) -> Any:
+    from omegaconf import OmegaConf
+
+    try:
+        return OmegaConf.select(cfg, key)
+    except Exception:  # noqa: BLE001 - e.g. a key through a non-mapping value: no list of keys then
+        return None
+
+
+def normalise_overrides(overrides: Sequence[str]) -> list[str]:
+    """``target_model=null`` and ``model@judge_model=null`` as Hydra's ``~KEY`` (unset the optional group).
+
+    Hydra cannot set a config group to ``null`` from the command line; ``~KEY`` is its way to say none.
+    """
+    out = []
+    for o in overrides:
+        key, sep, value = o.partition("=")
+        unset = sep and key in OPTIONAL_MODELS.values() and value.strip() == "null"
+        out.append(f"~{key}" if unset else o)
+    return out
 
 
 def _explain_composition_error(e: Exception, overrides: Sequence[str]) -> str:
@@ -63,7 +101,7 @@ def _explain_composition_error(e: Exception, overrides: Sequence[str]) -> str:
         if name in SWEEP_EXTRA_LAUNCHERS:
             return f"hydra/launcher {name!r} is not installed; install the sweep extra: pip install -e '.[sweep]'"
     if "Could not override '" in text:
-        return _explain_unknown_key(text)
+        return _explain_unknown_key(text, overrides)
     if text.startswith("Error merging override ") and e.__cause__ is not None:  # e.g. hydra.launcher.n_jobs=x
         reason = str(e.__cause__).strip().splitlines()[0] if str(e.__cause__).strip() else type(e.__cause__).__name__
         return f"cannot set {text[len('Error merging override '):].strip()}: {reason}"
@@ -76,9 +114,10 @@ def _compose(overrides: Sequence[str], *, hydra_config: bool = False):
     from omegaconf.errors import OmegaConfBaseException
 
     _register_resolvers()
+    overrides = normalise_overrides(overrides)
     try:
         with initialize_config_dir(config_dir=str(configs_dir()), version_base="1.3", job_name="qdaif"):
-            return compose("config", overrides=list(overrides), return_hydra_config=hydra_config)
+            return compose("config", overrides=overrides, return_hydra_config=hydra_config)
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(_explain_composition_error(e, overrides)) from None
 
@@ -234,8 +273,13 @@ def validate_run_config(cfg: Any) -> tuple["Domain", "DomainPlugin | None"]:
     name = (cfg.get("algorithm") or {}).get("name", "qdaif")
     if name not in algorithm_names():
         raise ConfigError(f"unknown algorithm {name!r}; known algorithms: {', '.join(algorithm_names())}")
-    if "backend" not in cfg.model:
-        raise ConfigError("model.backend is missing; choose a model with model=embedded|hf|openai|vllm|scripted_fake")
+    for key, group in (("model", "model"), *OPTIONAL_MODELS.items()):
+        node = cfg.get(key)
+        if node is not None and (not hasattr(node, "keys") or "backend" not in node):
+            raise ConfigError(f"{key}.backend is missing; choose a model with {group}={'|'.join(model_choices())}")
+    if cfg.get("target_model") is not None and not getattr(plugin, "uses_target", False):
+        raise ConfigError(f"target_model is set, but domain {cfg.domain.get('name')} has no target model (a plugin with "
+                          f"a model under test has one, e.g. domain=redteam); remove target_model")
     return domain, plugin
 
 
@@ -252,37 +296,6 @@ def package_versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             pass
     return out
-
-
-def build_models(cfg: Any, *, domain: "Domain | None" = None):
-    """Builds the models a config names.
-
-    Args:
-        cfg: A run config.
-        domain: The run's domain when already built (else it is built from ``cfg.domain``).
-
-    Returns:
-        (domain, generator LM, judge LM); the judge is the generator unless ``judge_model`` is set.
-
-    Raises:
-        ConfigError: A bad model config, or a seeded-init prompt longer than the model's context.
-    """
-    from qdaif.domain import domain_from_config
-    from qdaif.lm import make_lm
-    from qdaif.lm._cache import CachingLM
-
-    domain = domain or domain_from_config(cfg.domain, allow_code=allow_code(cfg))
-    lm = make_lm(cfg.model)
-    judge_lm = make_lm(cfg.judge_model) if cfg.get("judge_model") is not None else lm
-    if not domain.plugin:  # the longest seeded-init prompt must fit the model, before anything is sent
-        longest = sorted(domain.seeds, key=len, reverse=True)[: domain.lmx.num_examples]
-        lm.check_prompts([domain.lmx.render(longest)], max_tokens=domain.generation.max_tokens)
-    if cfg.get("cache"):
-        path = Path(str(cfg.cache)).expanduser()
-        same = judge_lm is lm
-        lm = CachingLM(lm=lm, path=path)
-        judge_lm = lm if same else CachingLM(lm=judge_lm, path=path)
-    return domain, lm, judge_lm
 
 
 def parse_override(text: str) -> tuple[str, Any]:

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from qdaif.cli._args import command_parser, fail, number, override
-from qdaif.cli._compose import build_models, compose_config
+from qdaif.cli._compose import compose_config
+from qdaif.cli._models import build_models
 from qdaif.errors import ConfigError
 
 __all__ = ["judge_command", "read_texts"]

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qdaif.cli._args import fail
-from qdaif.cli._compose import (_register_resolvers, apply_domain_file, build_models, compose_config, package_versions,
-                                parse_override, run_dir_of, validate_run_config)
+from qdaif.cli._compose import (_register_resolvers, apply_domain_file, compose_config, normalise_overrides,
+                                package_versions, parse_override, run_dir_of, validate_run_config)
+from qdaif.cli._models import MODEL_INFOS, RunModels, build_run_models, model_infos
 from qdaif.domain import configs_dir
 from qdaif.errors import ConfigError, QDAIFError
 
@@ -65,12 +66,13 @@ def _claim_new_run_dir(run_path: str | Path, *, dir_key: str = "hydra.run.dir"):
     return run_dir
 
 
-def _search(cfg: Any, *, domain: "Domain", plugin: "DomainPlugin | None", lm, judge_lm, run_dir, state):
+def _search(cfg: Any, *, models: RunModels, plugin: "DomainPlugin | None", run_dir, state):
     """The run's :class:`qdaif.search.Search`, sharing the run's one plugin with its algorithm."""
     from qdaif.plot import draw_archive
     from qdaif.search import Search
 
-    return Search(domain=domain, lm=lm, judge_lm=judge_lm, run_dir=run_dir, state=state, plugin=plugin,
+    return Search(domain=models.domain, lm=models.lm, judge_lm=models.judge_lm, target_lm=models.target_lm,
+                  run_dir=run_dir, state=state, plugin=plugin,
                   batch_size=int(cfg.batch_size), seed=int(cfg.seed), plot_every=int(cfg.plot_every),
                   refresh=draw_archive, pipeline=str(cfg.get("pipeline", "auto")))
 
@@ -103,15 +105,13 @@ def start_run(cfg: Any, run_path: str | Path, *, dir_key: str = "hydra.run.dir",
 
     domain, plugin = checked or validate_run_config(cfg)
     run_dir = _claim_new_run_dir(run_path, dir_key=dir_key)
-    domain, lm, judge_lm = build_models(cfg, domain=domain)
+    models = build_run_models(cfg, domain=domain)
     record = OmegaConf.to_container(cfg, resolve=True)
-    record["model_info"] = lm.describe()
-    if judge_lm is not lm:
-        record["judge_model_info"] = judge_lm.describe()
+    record.update(model_infos(models))
     record["versions"] = package_versions()
     run_dir.write_config(record)
     state = SearchState.new(domain, int(cfg.seed), _algorithm(cfg, domain=domain, plugin=plugin))
-    search = _search(cfg, domain=domain, plugin=plugin, lm=lm, judge_lm=judge_lm, run_dir=run_dir, state=state)
+    search = _search(cfg, models=models, plugin=plugin, run_dir=run_dir, state=state)
     _execute(search, cfg, run_dir.path)
 
 
@@ -146,7 +146,7 @@ def _resumed_config(run_dir, overrides: Sequence[str]) -> tuple[dict[str, Any], 
         record[key] = value
     # The recorded domain is the one the run used, even if its domain_file changed since.
     return record, OmegaConf.create({k: v for k, v in record.items()
-                                     if k not in ("model_info", "judge_model_info", "versions")})
+                                     if k not in (*MODEL_INFOS, "versions")})
 
 
 def resume_run(path: str | Path, overrides: Sequence[str] = ()) -> None:
@@ -173,10 +173,10 @@ def resume_run(path: str | Path, overrides: Sequence[str] = ()) -> None:
         state = SearchState.new(domain, int(cfg.seed), algorithm)
     if int(cfg.iterations) < state.iteration:
         raise ConfigError(f"the run already has {state.iteration} iterations; pass iterations >= {state.iteration}")
-    domain, lm, judge_lm = build_models(cfg, domain=domain)
+    models = build_run_models(cfg, domain=domain)  # the recorded model, judge_model and target_model
     record["versions"] = package_versions()
     run_dir.write_config(record)
-    search = _search(cfg, domain=domain, plugin=plugin, lm=lm, judge_lm=judge_lm, run_dir=run_dir, state=state)
+    search = _search(cfg, models=models, plugin=plugin, run_dir=run_dir, state=state)
     run_dir.write_jsonl(ELITES, search.elites())  # a kill may have left it one iteration ahead
     print(f"qdaif: resuming {run_dir.path} at iteration {state.iteration} of {cfg.iterations}", file=sys.stderr)
     _execute(search, cfg, run_dir.path)
@@ -275,6 +275,7 @@ def _run_sweep(args: list[str], overrides: list[str]) -> None:
 
 def run_command(args: list[str]) -> None:
     """``python -m qdaif run [-m] [key=value ...]``: a run, a resumed run (``resume=DIR``) or a sweep."""
+    args = normalise_overrides(args)
     overrides = [a for a in args if not a.startswith("-")]
     resume = [a for a in overrides if a.startswith("resume=")]
     if resume:

@@ -173,12 +173,14 @@ def _import_builtin_backends() -> None:
     from qdaif.lm import _fake, _openai, _transformers, _vllm  # noqa: F401
 
 
-def make_lm(cfg: Any) -> LM:
+def make_lm(cfg: Any, *, where: str = "model") -> LM:
     """Builds the LM described by a ``model`` config node.
 
     Args:
         cfg: Mapping with a ``backend`` key; its other keys go to the backend's
             keyword-only constructor.
+        where: The config key of ``cfg`` (``model``, ``judge_model``, ``target_model``),
+            named in errors.
 
     Raises:
         ConfigError: The backend is unknown or its settings are wrong.
@@ -188,9 +190,9 @@ def make_lm(cfg: Any) -> LM:
     name = settings.pop("backend", None)
     if name not in _BACKENDS:
         raise ConfigError(
-            f"unknown model backend {name!r}; known backends: {', '.join(sorted(_BACKENDS))}"
+            f"unknown {where}.backend {name!r}; known backends: {', '.join(sorted(_BACKENDS))}"
         )
     try:
         return _BACKENDS[name](**settings)
     except TypeError as e:
-        raise ConfigError(f"bad settings for model backend {name!r}: {e}") from None
+        raise ConfigError(f"bad settings for {where} (backend {name!r}): {e}") from None

@@ -182,9 +182,13 @@ def test_random_search_uses_only_the_seeds(domain):
 # ---------------------------------------------------------------------- runs
 @pytest.mark.embedded
 def test_redteam_run_on_the_embedded_model(tmp_path):
+    # target_model with the model's own config: the run's model object is the target (no second load)
     run_cli("run", "domain=redteam", "iterations=2", "batch_size=4", "init_evaluations=4", "hydra.run.dir=out",
-            "progress=false", "model.threads=1", cwd=tmp_path, check=True, timeout=300)
+            "progress=false", "model.threads=1", "target_model=embedded", "target_model.threads=1", cwd=tmp_path,
+            check=True, timeout=300)
     out = tmp_path / "out"
+    config = (out / "config.yaml").read_text()
+    assert "target_model:" in config and "target_model_info:" not in config
     metrics, history, elites = rows(out / METRICS), rows(out / HISTORY), rows(out / ELITES)
     assert len(metrics) == 2 and metrics[-1]["evaluations"] == 8 and elites
     assert len(history) == 8 - sum(m["dropped_empty"] + m["dropped_nonfinite"] + m["dropped_invalid"] for m in metrics)

@@ -1,8 +1,9 @@
 """The redteam domain: user prompts that make a model say what it was told never to say.
 
-A target model (the run's generator) gets a system instruction never to mention a
-forbidden entity (a harmless one: a fruit, a colour); the search evolves one-line user
-messages that make it mention the entity anyway. It is a test of instruction following
+A target model (``target_model=``, any backend; by default the run's generator itself)
+gets a system instruction never to mention a forbidden entity (a harmless one: a fruit,
+a colour); the search evolves one-line user messages that make it mention the entity
+anyway. It is a test of instruction following
 (after "Suppressing Pink Elephants with Direct Principle Feedback" and Rainbow Teaming);
 every prompt, seed and entity here is qdaif's own and harmless.
 
@@ -121,6 +122,7 @@ class Plugin(DomainPlugin):
     """
 
     placeholders: ClassVar[frozenset[str]] = frozenset({"text"})
+    uses_target: ClassVar[bool] = True  # the target's replies come from ``target_lm`` (target_model=)
 
     def __init__(self, *, domain) -> None:
         super().__init__(domain=domain)
@@ -281,15 +283,19 @@ class Plugin(DomainPlugin):
         return lm.generate(prompts, max_tokens=int(s["reply_max_tokens"]), temperature=float(s["reply_temperature"]),
                            top_p=1.0, stop=tuple(s["reply_stop"]), seed=seed)
 
-    def evaluate(self, texts, proposals, *, lm, judge_lm, seed):
-        """The target's replies (one ``generate``), then fluent, tactic and topic judges (one ``score``)."""
+    def evaluate(self, texts, proposals, *, lm, judge_lm, seed, target_lm=None):
+        """The target's replies (one ``generate`` of ``target_lm``, default ``lm``), then the judges (one ``score``).
+
+        The mutation model (``lm``) makes no call here: it wrote the prompts. The fluent,
+        tactic and topic judges of all candidates go in one ``judge_lm.score`` call.
+        """
         n = len(texts)
         fl = self.domain.judges[FLUENT]
         tactic, topic = self.domain.measures[1].judge, self.domain.measures[2].judge
         if n == 0:
             return Evaluation(np.zeros(0), np.zeros((0, 3)), {FLUENT: np.zeros((0, len(fl.labels)))}, details=[])
         ents = [self.entity_of(p) for p in proposals]
-        replies = self.replies(lm, texts, ents, seed=seed)
+        replies = self.replies(lm if target_lm is None else target_lm, texts, ents, seed=seed)
         reqs = [ScoreRequest(*spec.prompt_parts(t), spec.labels) for spec in (fl, tactic, topic) for t in texts]
         logps = judge_lm.score(reqs)
         p_fluent = label_probabilities(logps[:n], fl.logit_scale)

@@ -230,7 +230,7 @@ def command(args: list[str]) -> None:
     """
     from omegaconf import OmegaConf
 
-    from qdaif.cli import apply_overrides, build_models, command_parser, existing_dir, number, override
+    from qdaif.cli import MODEL_INFOS, apply_overrides, build_models, command_parser, existing_dir, number, override
     from qdaif.run_dir import RunDir
 
     p = command_parser("tta", "A rewrites run's elites as test-time augmentations of its classifier.")
@@ -245,7 +245,7 @@ def command(args: list[str]) -> None:
     run_dir = RunDir.existing(existing_dir(a.run))
     record = run_dir.read_config()
     record["allow_code"] = False  # never trust code named by a run directory
-    cfg = OmegaConf.create({k: v for k, v in record.items() if k not in ("model_info", "judge_model_info", "versions")})
+    cfg = OmegaConf.create({k: v for k, v in record.items() if k not in (*MODEL_INFOS, "versions")})
     apply_overrides(cfg, a.overrides, allowed=("model.", "judge_model.", "cache"), where="tta")
     domain, lm, judge_lm = build_models(cfg)
     result = run_tta(run_path=run_dir.path, domain=domain, lm=lm, judge_lm=judge_lm, m=a.m, aggregate=a.aggregate,
