@@ -17,7 +17,7 @@ converted to bfloat16 safetensors in ``<qdaif cache>/models/<folder>`` (``$QDAIF
 else ``~/.cache/qdaif``), the same conversion as the embedded model's. Nothing is written
 into the repository. Then, for example::
 
-    python -m qdaif judge domain=opinions labels=benchmarks/data/opinions_test.jsonl \\
+    python -m qdaif judge --labels benchmarks/data/opinions_test.jsonl domain=opinions \\
         model=hf model.name=FOLDER model.dtype=bfloat16 model.threads=1
 
 See docs/judges.md, "A larger judge model".
