@@ -238,10 +238,17 @@ def parse_generation(response: Mapping[str, Any], *, chat: bool = False) -> str:
 def parse_top_logprobs(response: Mapping[str, Any]) -> dict[str, float]:
     """Returns the top log-probabilities of the first generated token, text -> log-prob.
 
+    Two shapes are read: OpenAI's legacy completions shape (``logprobs.top_logprobs`` is
+    a list of ``{text: log-prob}``, one per token), and the chat shape
+    (``logprobs.content``, see :func:`parse_chat_top_logprobs`) that llama.cpp's
+    ``llama-server`` also uses on ``/completions``.
+
     Raises:
         ValueError: The response holds no top log-probabilities.
     """
     lp = _first_choice(response).get("logprobs")
+    if isinstance(lp, Mapping) and "content" in lp and "top_logprobs" not in lp:
+        return parse_chat_top_logprobs(response)
     top = lp.get("top_logprobs") if isinstance(lp, Mapping) else None
     if not isinstance(top, list) or not top or not isinstance(top[0], Mapping) or not top[0]:
         raise ValueError("the response has no top log-probabilities")
@@ -821,13 +828,8 @@ class OpenAILM(LM):
             if top is not None:
                 self._k = k
             break
-        echo: float | None = None
         token, expected = max(top.items(), key=lambda kv: kv[1]) if top else (" apple", None)
-        try:
-            echo = self._echo(_PROBE_PROMPT, token, lenient=True)
-        except LMServerError as e:
-            if not _refused(e):
-                raise
+        echo = self._probe_echo(token, answered=top is not None)
         if top is None and echo is None:
             raise LMServerError(
                 f"LM server {self.servers[0]} offers neither next-token log-probabilities (logprobs) nor prompt "
@@ -844,6 +846,43 @@ class OpenAILM(LM):
                      "(%.3f vs %.3f for %r); echo is not used", self.servers[0], echo, expected, token)
             echo = None
         return "top_logprobs+echo" if echo is not None else "top_logprobs"
+
+    def _probe_echo(self, token: str, *, answered: bool) -> float | None:
+        """The echoed log-probability of ``token`` after the probe prompt, or ``None`` if echo is not offered.
+
+        When the server has just answered a top-logprobs request (``answered``), the echo
+        request is sent once and any error status means "not offered", a 5xx included:
+        llama.cpp's ``llama-server`` answers ``echo`` with HTTP 500 ("Only no echo is
+        supported"), and retrying that would only mark a healthy server down.
+
+        Raises:
+            LMServerError: The server cannot be reached, or refuses the request for
+                another reason than an unsupported feature (e.g. a wrong key).
+        """
+        if not answered:
+            try:
+                return self._echo(_PROBE_PROMPT, token, lenient=True)
+            except LMServerError as e:
+                if _refused(e):
+                    return None
+                raise
+        end = len(_PROBE_PROMPT) + len(token)
+        body = completion_body(model=self.name, prompt=_PROBE_PROMPT + token, max_tokens=1, temperature=1.0, top_p=1.0,
+                               seed=0, logprobs=1, echo=True)
+        k = self._acquire(None)
+        try:
+            value = self._attempt(k, "POST", "/completions", body, lambda r: _or_none(span_logprob, r, len(_PROBE_PROMPT), end))
+        except _Retryable as e:
+            busy = e.status is None or e.status in (408, 429)  # no answer, or not now: the ordinary retries decide
+            self._router.release(k, ok=not busy, down=busy and e.down)
+            return self._probe_echo(token, answered=False) if busy else None
+        except LMServerError as e:
+            self._router.release(k, ok=True)
+            if _refused(e):
+                return None
+            raise
+        self._router.release(k, ok=True)
+        return value
 
     def _probe_chat(self) -> str:
         """``chat`` if the server's chat endpoint gives top log-probabilities.
