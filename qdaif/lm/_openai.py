@@ -828,8 +828,13 @@ class OpenAILM(LM):
             if top is not None:
                 self._k = k
             break
+        echo: float | None = None
         token, expected = max(top.items(), key=lambda kv: kv[1]) if top else (" apple", None)
-        echo = self._probe_echo(token, answered=top is not None)
+        try:
+            echo = self._echo(_PROBE_PROMPT, token, lenient=True)
+        except LMServerError as e:
+            if not _refused(e):
+                raise
         if top is None and echo is None:
             raise LMServerError(
                 f"LM server {self.servers[0]} offers neither next-token log-probabilities (logprobs) nor prompt "
@@ -846,43 +851,6 @@ class OpenAILM(LM):
                      "(%.3f vs %.3f for %r); echo is not used", self.servers[0], echo, expected, token)
             echo = None
         return "top_logprobs+echo" if echo is not None else "top_logprobs"
-
-    def _probe_echo(self, token: str, *, answered: bool) -> float | None:
-        """The echoed log-probability of ``token`` after the probe prompt, or ``None`` if echo is not offered.
-
-        When the server has just answered a top-logprobs request (``answered``), the echo
-        request is sent once and any error status means "not offered", a 5xx included:
-        llama.cpp's ``llama-server`` answers ``echo`` with HTTP 500 ("Only no echo is
-        supported"), and retrying that would only mark a healthy server down.
-
-        Raises:
-            LMServerError: The server cannot be reached, or refuses the request for
-                another reason than an unsupported feature (e.g. a wrong key).
-        """
-        if not answered:
-            try:
-                return self._echo(_PROBE_PROMPT, token, lenient=True)
-            except LMServerError as e:
-                if _refused(e):
-                    return None
-                raise
-        end = len(_PROBE_PROMPT) + len(token)
-        body = completion_body(model=self.name, prompt=_PROBE_PROMPT + token, max_tokens=1, temperature=1.0, top_p=1.0,
-                               seed=0, logprobs=1, echo=True)
-        k = self._acquire(None)
-        try:
-            value = self._attempt(k, "POST", "/completions", body, lambda r: _or_none(span_logprob, r, len(_PROBE_PROMPT), end))
-        except _Retryable as e:
-            busy = e.status is None or e.status in (408, 429)  # no answer, or not now: the ordinary retries decide
-            self._router.release(k, ok=not busy, down=busy and e.down)
-            return self._probe_echo(token, answered=False) if busy else None
-        except LMServerError as e:
-            self._router.release(k, ok=True)
-            if _refused(e):
-                return None
-            raise
-        self._router.release(k, ok=True)
-        return value
 
     def _probe_chat(self) -> str:
         """``chat`` if the server's chat endpoint gives top log-probabilities.

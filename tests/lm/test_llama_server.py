@@ -70,16 +70,26 @@ def test_an_opinions_run_through_the_cli(llama_cpp_server, tmp_path):
 def test_judge_scores_equal_the_in_process_backend(server_lm, embedded_lm, opinions_domain):
     """Completions scoring: the opinions judges on 64 labelled texts, server against in process."""
     reqs = _judge_requests(opinions_domain, _labelled_texts())
+    absent = server_lm.stats["absent_labels"]
     got, want = np.array(server_lm.score(reqs)), np.array(embedded_lm.score(reqs))
-    assert server_lm.stats["absent_labels"] == 0  # every label is among the top 20 here
+    assert server_lm.stats["absent_labels"] == absent  # every label is among the top 20 here
     p_got, p_want = label_probabilities(got), label_probabilities(want)
-    # Q4_1 in llama.cpp (8-bit activations in the dot products) against the same weights
-    # dequantised to bf16 in torch. Measured on the 128 requests: label log-probs differ
-    # by at most 0.16 (median 0.03), label probabilities by at most 0.05, and the argmax
-    # agrees on 128/128; the bounds below leave about 2x room.
-    assert np.max(np.abs(got - want)) < 0.35, np.max(np.abs(got - want))
-    assert np.max(np.abs(p_got - p_want)) < 0.1
-    assert np.mean(p_got.argmax(1) == p_want.argmax(1)) >= 0.97
+    diff = np.abs(got - want)
+    print(f"completions scoring, {len(reqs)} requests: argmax agreement {np.mean(p_got.argmax(1) == p_want.argmax(1)):.3f}, "
+          f"label log-prob |diff| max {diff.max():.3f} median {np.median(diff):.3f}, "
+          f"label probability |diff| max {np.max(np.abs(p_got - p_want)):.3f}")
+    # Q4_1 in llama.cpp (8-bit activations in its dot products) against the same weights
+    # dequantised to bf16 in torch, whose logits are bf16 too (a step of 0.125 at |logit|
+    # 16-32). Measured on these 128 requests in two sessions (the server's batching order
+    # differs run to run): label log-probs differ by 0.045 / 0.072 (median) and 0.37 / 0.41
+    # at most, label probabilities by 0.11 / 0.14 at most; the argmax agrees on 126 / 125
+    # of 128, and every flip is a near tie (in-process top label at 0.53-0.56).
+    assert np.median(diff) < 0.1 and diff.max() < 0.6, (np.median(diff), diff.max())
+    assert np.max(np.abs(p_got - p_want)) < 0.2
+    assert np.mean(p_got.argmax(1) == p_want.argmax(1)) >= 0.95
+    split = p_got.argmax(1) != p_want.argmax(1)
+    print("in-process top label probability where the argmax differs:", p_want[split].max(1).round(3).tolist())
+    assert np.all(p_want[split].max(1) < 0.6), p_want[split]  # only near ties may flip
 
 
 def _chat_templated(prompt: str) -> str:
@@ -107,8 +117,8 @@ def test_chat_scores_agree_with_the_in_process_backend_on_the_templated_prompt(l
     agree = np.mean(got.argmax(1) == want.argmax(1))
     print(f"chat scoring, {len(reqs)} requests: argmax agreement {agree:.2f}, label log-prob |diff| max "
           f"{diff.max():.3f} median {np.median(diff):.3f}")
-    # Measured: argmax agreement 1.00, max |diff| 0.19, median 0.03.
-    assert agree >= 0.9 and diff.max() < 0.4
+    # Measured: argmax agreement 1.00 (20/20), label log-prob |diff| 0.083 median, 0.26 max.
+    assert agree >= 0.9 and np.median(diff) < 0.15 and diff.max() < 0.5
 
 
 def _counts(metrics: list[dict], url: str, key: str) -> int:

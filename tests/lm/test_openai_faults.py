@@ -21,12 +21,6 @@ from qdaif.lm._openai import LMServerError, OpenAILM, _retry_after
 TOP = {" positive": -0.2, " negative": -1.9, " neutral": -3.0}
 
 
-class _Refuse(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status, self.message = status, message
-
-
 class FaultServer:
     """A tiny OpenAI-like server on 127.0.0.1 whose next replies are scripted.
 
@@ -45,7 +39,7 @@ class FaultServer:
         self.top = dict(TOP)
         self.echo_shift = 0.0  # added to echoed log-probabilities (0: consistent with TOP)
         self.no_completions = False  # answer /completions with 404, as a chat-only API does
-        self.like_llama_server = False  # /completions log-probs in the chat shape, echo refused with HTTP 500
+        self.like_llama_server = False  # /completions log-probs in the chat shape, echo ignored
         self.slow = lambda body: 0.0  # seconds a POST with this body sleeps before its reply
         self.lock = threading.Lock()
         outer = self
@@ -95,10 +89,7 @@ class FaultServer:
                 elif action == "nologprobs":
                     self._json(200, {"choices": [{"text": " hi", "index": 0, "logprobs": None}]})
                 else:
-                    try:
-                        self._json(200, outer.reply(self.path, body))
-                    except _Refuse as e:
-                        self._json(e.status, {"error": {"code": e.status, "message": e.message}})
+                    self._json(200, outer.reply(self.path, body))
 
             def _json(self, status, obj, headers=None):
                 self._raw(status, json.dumps(obj).encode(), headers)
@@ -136,9 +127,7 @@ class FaultServer:
                 choice["logprobs"] = {"content": [{"token": "Positive", "logprob": -0.2, "top_logprobs": [
                     {"token": k.strip().capitalize(), "logprob": v} for k, v in top]}]}
             return {"choices": [choice]}
-        if body.get("echo") and self.like_llama_server:
-            raise _Refuse(500, "Only no echo is supported")
-        if body.get("echo"):
+        if body.get("echo") and not self.like_llama_server:
             prompt = body["prompt"]
             # Echo the prompt as one token per character with log-prob -0.1 each, except
             # that a label from TOP at the end gets TOP's value (plus echo_shift).
@@ -380,7 +369,7 @@ def test_a_misaligned_echo_is_detected_and_absent_labels_get_the_bound(server, m
 
 
 def test_a_server_answering_like_llama_server_scores_with_top_logprobs(server, make):
-    """llama-server: top log-probs in the chat shape on /completions; echo refused with HTTP 500."""
+    """llama-server: top log-probs in the chat shape on /completions; echo=true ignored (no prompt tokens back)."""
     server.like_llama_server = True
     lm = make(max_retries=3)
     reqs = [ScoreRequest("", "Is it good? Answer:", (" positive", " negative", " meh"))]
@@ -388,9 +377,7 @@ def test_a_server_answering_like_llama_server_scores_with_top_logprobs(server, m
     assert lm.scoring == "top_logprobs"
     assert values[:2] == [TOP[" positive"], TOP[" negative"]] and values[2] <= min(TOP.values())
     echoes = [r for r in server.requests if r["body"] and r["body"].get("echo")]
-    assert len(echoes) == 1  # the probe's echo request is not retried ...
-    counts = lm.server_counters()[server.url]
-    assert counts["up"] and counts["downs"] == 0  # ... and does not mark the server down
+    assert len(echoes) == 1  # the probe's: its answer has no prompt tokens, so echo is not used
     assert lm.stats["retryable_errors"] == 0
 
 
