@@ -21,6 +21,8 @@ each text given a measurement-specific opening so no server reuses a cached prom
 the shared few-shot block (as in a run, where every candidate is new). Measured: one
 server with 16 slots and two servers with 8 slots each at 1, 4 and 16 requests in
 flight, and the in-process embedded backend (transformers) on the same texts.
+"""
+
 from __future__ import annotations
 
 import argparse
@@ -37,6 +39,7 @@ import numpy as np
 from qdaif.cli import compose_config
 from qdaif.domain import domain_from_config
 from qdaif.feedback import LabelJudge
+from qdaif.lm import ScoreRequest
 from qdaif.lm._cache import CachingLM
 from qdaif.lm._openai import OpenAILM
 from qdaif.operators import SeededInit
@@ -82,13 +85,18 @@ def judge_rate(lm, domain, texts: list[str]) -> float:
     return len(texts) / seconds
 
 
-def measure_servers(urls: list[str], domain, base: list[str], args, tags) -> list[dict]:
-    """Evaluations/s of the judge through ``urls`` at each in-flight level, after a warm-up."""
-    with OpenAILM(base_urls=urls, max_concurrency=len(urls)) as lm:
-        judge_rate(lm, domain, fresh_texts(base, 2 * len(urls), next(tags)))
+def measure_servers(urls: list[str], slots: int, domain, base: list[str], args, tags) -> list[dict]:
+    """Evaluations/s of the judge through ``urls`` at each in-flight level.
+
+    First every one of the ``slots`` slots (all servers together) gets a request, so each
+    holds the few-shot block in its cache, as it does after a run's first iteration.
+    """
+    with OpenAILM(base_urls=urls, max_concurrency=slots) as lm:
+        judge_rate(lm, domain, fresh_texts(base, slots, next(tags)))
     rows = []
     for c in (int(x) for x in args.concurrency.split(",")):
         with OpenAILM(base_urls=urls, max_concurrency=c) as lm:
+            lm.score([ScoreRequest("", "Hello", (" there",))])  # the scoring probe, outside the timing
             rates = [judge_rate(lm, domain, fresh_texts(base, args.texts, next(tags))) for _ in range(args.repeats)]
             rows.append({"in_flight": c, "evals_per_s": rates, "scoring": lm.scoring, "requests": dict(lm.stats)})
     return rows
@@ -100,7 +108,7 @@ def measure_setup(slots: list[int], domain, base: list[str], args, tags) -> list
     ports = [helpers.free_port() for _ in slots]
     try:
         urls = [helpers.serve_llama(port=p, parallel=n, threads=args.threads) for p, n in zip(ports, slots)]
-        return measure_servers(urls, domain, base, args, tags)
+        return measure_servers(urls, sum(slots), domain, base, args, tags)
     finally:
         for p in ports:
             helpers.stop_llama(p)
