@@ -35,6 +35,7 @@ while [[ $# -gt 0 ]]; do
         *) die "unknown option '$1'; see: bash scripts/serve_llama.sh --help" ;;
     esac
 done
+[[ -n "$port" ]] || die "--port is required, e.g. --port 8080"
 for pair in "port:$port" "parallel:$parallel" "ctx:$ctx" "threads:$threads" "timeout:$wait_s"; do
     [[ "${pair#*:}" =~ ^[1-9][0-9]*$ ]] || die "--${pair%%:*} needs a positive integer, got '${pair#*:}'"
 done
@@ -112,5 +113,4 @@ start_server() {
     echo "pid=$pid url=http://127.0.0.1:$port/v1"
 }
 
-[[ -n "$port" ]] || die "--port is required"
 if (( stop )); then stop_server; else start_server; fi
