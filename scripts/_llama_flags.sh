@@ -1,4 +1,4 @@
-# Sourced by install_llama_cpp.sh and build_llama_server.sh: the CMake flags of every
+# Sourced by install_llama_cpp.sh, build_llama_server.sh and serve_llama.sh: the CMake flags of every
 # llama.cpp build of this project, so the Python binding and the server binary are
 # compiled for the same instruction sets.
 #
@@ -7,10 +7,15 @@
 # multi-token prompt. Each other extension is switched on exactly when /proc/cpuinfo
 # lists it.
 #
-# Also: the llama.cpp version (of the llama-cpp-python release that vendors it) and
-# the cache folder of built artefacts.
+# Also sets LLAMA_CPP_VERSION (the llama-cpp-python release whose sdist vendors the
+# llama.cpp sources), QDAIF_CACHE_DIR (where built artefacts are kept) and LLAMA_PY.
 LLAMA_CPP_VERSION="${LLAMA_CPP_VERSION:-0.3.36}"
 QDAIF_CACHE_DIR="${QDAIF_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/qdaif}"
+# The Python the scripts use (sourced from the repository root): $PYTHON, else the
+# repository's .venv, else the python on PATH.
+if [[ -n "${PYTHON:-}" ]]; then LLAMA_PY="$PYTHON"
+elif [[ -x .venv/bin/python ]]; then LLAMA_PY=.venv/bin/python
+else LLAMA_PY=python; fi
 
 # Sets: LLAMA_CMAKE_FLAGS (array) and LLAMA_FLAGS_KEY (12 hex digits of their hash,
 # with the version in $1, used to name cached builds).

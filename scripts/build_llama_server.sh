@@ -20,9 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/_llama_flags.sh
 VERSION="$LLAMA_CPP_VERSION"
-if [[ -n "${PYTHON:-}" ]]; then PY="$PYTHON"
-elif [[ -x .venv/bin/python ]]; then PY=.venv/bin/python
-else PY=python; fi
+PY="$LLAMA_PY"
 BIN="$(llama_server_bin "$VERSION")"
 llama_cmake_flags "$VERSION"  # LLAMA_CMAKE_FLAGS in this shell (the line above ran in a subshell)
 

@@ -22,9 +22,7 @@ cd "$(dirname "$0")/.."
 
 . scripts/_llama_flags.sh
 VERSION="$LLAMA_CPP_VERSION"
-if [[ -n "${PYTHON:-}" ]]; then PY="$PYTHON"
-elif [[ -x .venv/bin/python ]]; then PY=.venv/bin/python
-else PY=python; fi
+PY="$LLAMA_PY"
 quiet=(-q); [[ -n "${VERBOSE:-}" ]] && quiet=(-v)
 
 # Instruction sets: what this CPU has, never native, never AMX (see _llama_flags.sh).

@@ -95,9 +95,7 @@ start_server() {
     if [[ -z "$bin" ]]; then bin="$(llama_server_bin "$LLAMA_CPP_VERSION")"; fi
     [[ -x "$bin" ]] || die "no llama-server at $bin; build it with: bash scripts/build_llama_server.sh"
     if [[ -z "$model" ]]; then
-        local py="${PYTHON:-}"
-        [[ -n "$py" ]] || { [[ -x .venv/bin/python ]] && py=.venv/bin/python || py=python; }
-        model="$("$py" -c 'from qdaif.lm._embedded import embedded_gguf_path; print(embedded_gguf_path())')" \
+        model="$("$LLAMA_PY" -c 'from qdaif.lm._embedded import embedded_gguf_path; print(embedded_gguf_path())')" \
             || die "cannot find the embedded model; pass --model GGUF"
     fi
     [[ -f "$model" ]] || die "no model file at $model"
