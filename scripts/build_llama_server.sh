@@ -24,14 +24,24 @@ PY="$LLAMA_PY"
 BIN="$(llama_server_bin "$VERSION")"
 llama_cmake_flags "$VERSION"  # LLAMA_CMAKE_FLAGS in this shell (the line above ran in a subshell)
 
-# Serves the embedded model on a free port and asks for one 4-token completion.
+work="" smoke_port=""
+# The smoke test's server and the build folder do not outlive the script (error, Ctrl-C).
+cleanup() {
+    if [[ -n "$smoke_port" ]]; then bash scripts/serve_llama.sh --stop --port "$smoke_port" >/dev/null 2>&1 || true; fi
+    if [[ -n "$work" ]]; then rm -rf "$work"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Serves the embedded model on a free port (one thread) and asks for one 4-token completion.
 smoke_test() {
-    local port out
-    port="$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-    PYTHON="$PY" bash scripts/serve_llama.sh --bin "$BIN" --port "$port" --parallel 1 --ctx 512 >/dev/null || return 1
-    out="$(curl -s -m 60 "http://127.0.0.1:$port/v1/completions" -H 'Content-Type: application/json' \
+    local out
+    smoke_port="$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    PYTHON="$PY" bash scripts/serve_llama.sh --bin "$BIN" --port "$smoke_port" --parallel 1 --ctx 512 --threads 1 >/dev/null || return 1
+    out="$(curl -s -m 60 "http://127.0.0.1:$smoke_port/v1/completions" -H 'Content-Type: application/json' \
         -d '{"prompt": "The capital of France is a city called", "max_tokens": 4, "temperature": 0}' || true)"
-    bash scripts/serve_llama.sh --stop --port "$port" >/dev/null
+    bash scripts/serve_llama.sh --stop --port "$smoke_port" >/dev/null
+    smoke_port=""
     if ! grep -q '"text"' <<< "$out"; then
         echo "build_llama_server: the smoke test got no completion: ${out:0:300}" >&2
         return 1
@@ -52,7 +62,6 @@ build() {
     [[ -n "${VERBOSE:-}" ]] && quiet=()
     cmake_bin="$(find_cmake)"
     work="$(mktemp -d)"
-    trap 'rm -rf "$work"' EXIT
     echo "build_llama_server: building llama-server from llama-cpp-python $VERSION's llama.cpp (about 6 min on 2 cores)"
     echo "build_llama_server: flags ${LLAMA_CMAKE_FLAGS[*]}"
     "$PY" -m pip download "${quiet[@]}" --no-deps --no-binary :all: "llama-cpp-python==$VERSION" -d "$work"

@@ -10,7 +10,8 @@
 # (use the URL as model.base_url with model=openai). The server decodes its N slots together
 # (continuous batching); the context size it is given is --ctx per slot times N, as
 # llama-server splits its context evenly over the slots. Its pid file and log are
-# $QDAIF_CACHE/run/llama-server-<port>.{pid,log} (default ~/.cache/qdaif/run).
+# $QDAIF_CACHE/run/llama-server-<port>.{pid,log} (default ~/.cache/qdaif/run); --stop
+# removes both.
 # Options: --parallel N (default 4), --ctx C tokens per slot (default 2048), --threads T
 # (default: the number of CPU cores), --model GGUF (default: the embedded SmolLM2 model),
 # --bin PATH (default: the cached build for this machine's flags), --timeout S to wait for
@@ -68,7 +69,7 @@ stop_server() {
         kill -KILL "$pid"
         echo "serve_llama: pid $pid ignored SIGTERM for 10 s; killed"
     fi
-    rm -f "$pidfile"
+    rm -f "$pidfile" "$logfile"
     echo "serve_llama: stopped pid=$pid (port $port)"
 }
 
