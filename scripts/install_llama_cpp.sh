@@ -20,23 +20,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-VERSION="${LLAMA_CPP_VERSION:-0.3.36}"
-if [[ -n "${PYTHON:-}" ]]; then PY="$PYTHON"
-elif [[ -x .venv/bin/python ]]; then PY=.venv/bin/python
-else PY=python; fi
+. scripts/_llama_flags.sh
+VERSION="$LLAMA_CPP_VERSION"
+PY="$LLAMA_PY"
 quiet=(-q); [[ -n "${VERBOSE:-}" ]] && quiet=(-v)
 
-# Instruction sets: what this CPU has, never native, never AMX.
-flags=(-DGGML_NATIVE=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF)
-has() { grep -q -w "$1" /proc/cpuinfo 2>/dev/null; }
-for pair in avx:AVX avx2:AVX2 fma:FMA f16c:F16C bmi2:BMI2 avx_vnni:AVX_VNNI \
-            avx512f:AVX512 avx512vbmi:AVX512_VBMI avx512_vnni:AVX512_VNNI avx512_bf16:AVX512_BF16; do
-    cpu="${pair%%:*}"; opt="${pair##*:}"
-    if has "$cpu"; then flags+=("-DGGML_${opt}=ON"); else flags+=("-DGGML_${opt}=OFF"); fi
-done
-CMAKE_FLAGS="${flags[*]}"
-key="$(printf '%s' "$VERSION $CMAKE_FLAGS" | sha256sum | cut -c1-12)"
-WHEEL_DIR="${QDAIF_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/qdaif}/wheels/llama-cpp-python-${VERSION}-${key}"
+# Instruction sets: what this CPU has, never native, never AMX (see _llama_flags.sh).
+llama_cmake_flags "$VERSION"
+CMAKE_FLAGS="${LLAMA_CMAKE_FLAGS[*]}"
+key="$LLAMA_FLAGS_KEY"
+WHEEL_DIR="$QDAIF_CACHE_DIR/wheels/llama-cpp-python-${VERSION}-${key}"
 
 # Runs the embedded model on a multi-token prompt in a child process: a SIGILL build fails here.
 smoke_test() {

@@ -42,6 +42,11 @@ if [ "$dev" = 1 ]; then
   t0=$(date +%s)
   bash scripts/install_llama_cpp.sh
   echo "setup: llama-cpp-python ready after $(( $(date +%s) - t0 )) s"
+  # And llama.cpp's own continuous-batching server, llama-server, from the same llama.cpp
+  # sources and flags (about 6 minutes the first time; the binary is then cached).
+  t0=$(date +%s)
+  bash scripts/build_llama_server.sh
+  echo "setup: llama-server ready after $(( $(date +%s) - t0 )) s"
 fi
 
 echo "qdaif is set up in .venv (activate with: . .venv/bin/activate)"

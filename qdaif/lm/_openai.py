@@ -238,10 +238,17 @@ def parse_generation(response: Mapping[str, Any], *, chat: bool = False) -> str:
 def parse_top_logprobs(response: Mapping[str, Any]) -> dict[str, float]:
     """Returns the top log-probabilities of the first generated token, text -> log-prob.
 
+    Two shapes are read: OpenAI's legacy completions shape (``logprobs.top_logprobs`` is
+    a list of ``{text: log-prob}``, one per token), and the chat shape
+    (``logprobs.content``, see :func:`parse_chat_top_logprobs`) that llama.cpp's
+    ``llama-server`` also uses on ``/completions``.
+
     Raises:
         ValueError: The response holds no top log-probabilities.
     """
     lp = _first_choice(response).get("logprobs")
+    if isinstance(lp, Mapping) and "content" in lp and "top_logprobs" not in lp:
+        return parse_chat_top_logprobs(response)
     top = lp.get("top_logprobs") if isinstance(lp, Mapping) else None
     if not isinstance(top, list) or not top or not isinstance(top[0], Mapping) or not top[0]:
         raise ValueError("the response has no top log-probabilities")

@@ -1,4 +1,4 @@
-"""Fixtures for the LM backend tests: a real OpenAI-compatible server (llama-cpp-python)."""
+"""Fixtures for the LM backend tests: real OpenAI-compatible servers (llama-cpp-python's, and llama.cpp's llama-server)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ SERVER_START_TIMEOUT = 120.0
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "llama_server: starts a real llama.cpp server (llama-cpp-python[server]) on 127.0.0.1")
+    config.addinivalue_line("markers", "llama_cpp_server: starts llama.cpp's own llama-server (scripts/serve_llama.sh) on 127.0.0.1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,3 +140,78 @@ def llama_server(tmp_path_factory) -> LlamaServer:
         else:
             os.environ[key_env] = old
         stop_server(proc)
+
+
+# ------------------------------------------------- llama.cpp's own llama-server
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def llama_server_binary() -> Path:
+    """Where scripts/build_llama_server.sh keeps the llama-server build for this machine (built or not)."""
+    out = subprocess.run(["bash", "-c", '. scripts/_llama_flags.sh && llama_server_bin "$LLAMA_CPP_VERSION"'],
+                         cwd=ROOT, capture_output=True, text=True, check=True)
+    return Path(out.stdout.strip())
+
+
+def serve_llama(*, port: int, parallel: int, threads: int = 1, ctx: int = 2048) -> str:
+    """Starts llama-server on the embedded GGUF with scripts/serve_llama.sh; returns its API root.
+
+    Args:
+        port: Port on 127.0.0.1.
+        parallel: Slots (requests decoded together by continuous batching).
+        threads: CPU threads. One by default, for the reason :func:`start_llama_server` gives.
+        ctx: Context tokens per slot.
+
+    Raises:
+        RuntimeError: The script failed (its output is in the message).
+    """
+    from qdaif.lm._embedded import embedded_gguf_path
+
+    cmd = ["bash", "scripts/serve_llama.sh", "--port", str(port), "--parallel", str(parallel), "--threads", str(threads),
+           "--ctx", str(ctx), "--model", str(embedded_gguf_path())]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHON": sys.executable})
+    if out.returncode != 0:
+        raise RuntimeError(f"serve_llama.sh failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+    return out.stdout.strip().splitlines()[-1].split("url=")[1]
+
+
+def stop_llama(port: int) -> None:
+    """Stops the llama-server that scripts/serve_llama.sh started on ``port``."""
+    subprocess.run(["bash", "scripts/serve_llama.sh", "--stop", "--port", str(port)], cwd=ROOT, capture_output=True, check=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class LlamaCppServer:
+    """A running llama-server (scripts/serve_llama.sh) serving the embedded GGUF.
+
+    Attributes:
+        url: API root, ``http://127.0.0.1:<port>/v1``.
+        port: Its port (``scripts/serve_llama.sh --stop --port PORT`` stops it).
+        parallel: Its slots.
+    """
+
+    url: str
+    port: int
+    parallel: int
+
+
+def require_llama_server_binary() -> None:
+    """Skips the test when llama-server is not built (CI builds it: scripts/setup.sh --dev)."""
+    binary = llama_server_binary()
+    if not binary.is_file():
+        pytest.skip(f"llama.cpp's llama-server is not built ({binary}); run: bash scripts/build_llama_server.sh (about 6 min)")
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_server() -> LlamaCppServer:
+    """llama.cpp's llama-server with 4 slots on a free port of 127.0.0.1, for the whole session.
+
+    Skips only when the binary is not built; a binary that fails to start fails the tests.
+    """
+    require_llama_server_binary()
+    port, parallel = free_port(), 4
+    url = serve_llama(port=port, parallel=parallel)
+    try:
+        yield LlamaCppServer(url=url, port=port, parallel=parallel)
+    finally:
+        stop_llama(port)

@@ -39,6 +39,7 @@ class FaultServer:
         self.top = dict(TOP)
         self.echo_shift = 0.0  # added to echoed log-probabilities (0: consistent with TOP)
         self.no_completions = False  # answer /completions with 404, as a chat-only API does
+        self.like_llama_server = False  # /completions log-probs in the chat shape, echo ignored
         self.slow = lambda body: 0.0  # seconds a POST with this body sleeps before its reply
         self.lock = threading.Lock()
         outer = self
@@ -126,7 +127,7 @@ class FaultServer:
                 choice["logprobs"] = {"content": [{"token": "Positive", "logprob": -0.2, "top_logprobs": [
                     {"token": k.strip().capitalize(), "logprob": v} for k, v in top]}]}
             return {"choices": [choice]}
-        if body.get("echo"):
+        if body.get("echo") and not self.like_llama_server:
             prompt = body["prompt"]
             # Echo the prompt as one token per character with log-prob -0.1 each, except
             # that a label from TOP at the end gets TOP's value (plus echo_shift).
@@ -146,6 +147,9 @@ class FaultServer:
             k = int(body["logprobs"])
             top = dict(sorted(self.top.items(), key=lambda kv: -kv[1])[: max(k, 1)])
             choice["logprobs"] = {"tokens": [" positive"], "token_logprobs": [-0.2], "text_offset": [0], "top_logprobs": [top]}
+            if self.like_llama_server:
+                choice["logprobs"] = {"content": [{"token": " positive", "logprob": -0.2, "top_logprobs": [
+                    {"token": t, "logprob": v} for t, v in top.items()]}]}
         return {"choices": [choice]}
 
     def close(self) -> None:
@@ -362,6 +366,19 @@ def test_a_misaligned_echo_is_detected_and_absent_labels_get_the_bound(server, m
     assert row[0] == -0.2
     assert row[1] <= -1.9  # below the k-th value
     assert len([r for r in posts(server) if r["body"].get("echo")]) == 1  # the probe only
+
+
+def test_a_server_answering_like_llama_server_scores_with_top_logprobs(server, make):
+    """llama-server: top log-probs in the chat shape on /completions; echo=true ignored (no prompt tokens back)."""
+    server.like_llama_server = True
+    lm = make(max_retries=3)
+    reqs = [ScoreRequest("", "Is it good? Answer:", (" positive", " negative", " meh"))]
+    values = lm.score(reqs)[0]
+    assert lm.scoring == "top_logprobs"
+    assert values[:2] == [TOP[" positive"], TOP[" negative"]] and values[2] <= min(TOP.values())
+    echoes = [r for r in server.requests if r["body"] and r["body"].get("echo")]
+    assert len(echoes) == 1  # the probe's: its answer has no prompt tokens, so echo is not used
+    assert lm.stats["retryable_errors"] == 0
 
 
 def test_forced_echo_mode_scores_every_label_by_echo(server, make):
