@@ -151,3 +151,29 @@ def test_two_servers_one_stopped_halfway_the_run_completes(opinions_domain, tmp_
     assert metrics[3]["servers"][dead]["downs"] == 1 and _counts(metrics[3:], dead, "failovers") >= 1
     assert not metrics[-1]["servers"][dead]["up"] and metrics[-1]["servers"][urls[0]]["up"]
     assert all(np.isfinite(h["quality"]) for h in history)
+
+
+def test_pipelined_and_barrier_runs_give_the_same_archive(opinions_domain, tmp_path):
+    """The same seed and server: one generate call then one judge call, or each candidate judged as it comes.
+
+    On a server that decodes one request at a time without reusing cached prompts, so
+    that its numbers do not depend on which requests it batched together (with parallel
+    slots and the prompt cache, the two orders give different sampled texts: the
+    batch composition changes the logits in the last bits; see docs/serving.md). A
+    freshly started llama-server also scores its first requests slightly differently
+    (label probabilities differ in the second decimal), so a warm-up run goes first.
+    """
+    require_llama_server_binary()
+    port = free_port()
+    url = serve_llama(port=port, parallel=1)
+    runs = {}
+    try:
+        for mode in ("warm-up", "barrier", "candidate"):
+            with OpenAILM(base_url=url, max_concurrency=4, extra_body={"cache_prompt": False}) as lm:
+                pipeline = "barrier" if mode == "warm-up" else mode
+                make_search(opinions_domain, tmp_path / mode, lm=lm, batch_size=4, pipeline=pipeline).run(2, progress=False)
+            runs[mode] = [(h["id"], h["text"], h["cell"], round(h["quality"], 4)) for h in read(tmp_path / mode, HISTORY)]
+    finally:
+        stop_llama(port)
+    assert len(runs["barrier"]) == 8
+    assert runs["candidate"] == runs["barrier"]
