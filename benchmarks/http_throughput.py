@@ -2,7 +2,7 @@
 
     python benchmarks/http_throughput.py [--base-url URL] [--batch 16] [--repeats 3]
                                          [--concurrency 1,4,16] [--threads 1] [--json FILE]
-    python benchmarks/http_throughput.py --server llama-server [--texts 32] [--repeats 2] [--threads 1]
+    python benchmarks/http_throughput.py --server llama-server [--texts 32] [--repeats 2] [--threads N]
 
 Default (``--server llama-cpp-python``): an evaluation is what one QDAIF candidate costs:
 one generation from a seeded-init LMX prompt of the opinions domain (the domain's
@@ -18,9 +18,12 @@ the second pass must be all hits.
 one text judged by the opinions judges (two label requests); each measurement judges
 ``--texts`` texts of benchmarks/data/opinions_labelled.jsonl in one ``evaluate`` call,
 each text given a measurement-specific opening so no server reuses a cached prompt beyond
-the shared few-shot block (as in a run, where every candidate is new). Measured: one
-server with 16 slots and two servers with 8 slots each at 1, 4 and 16 requests in
-flight, and the in-process embedded backend (transformers) on the same texts.
+the shared few-shot block (as in a run, where every candidate is new). Measured at 1, 4
+and 16 requests in flight: one server with 16 slots on every core, two servers with 8
+slots sharing the cores, both on the 16-bit copy of the embedded model that serve_llama.sh
+serves by default, and one server with 16 slots on the wheel's Q4_1 file; then the
+in-process embedded backend (transformers, every core) on the same texts.
+``--threads`` (default: the number of cores) is divided among a setup's servers.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -102,12 +106,13 @@ def measure_servers(urls: list[str], slots: int, domain, base: list[str], args, 
     return rows
 
 
-def measure_setup(slots: list[int], domain, base: list[str], args, tags) -> list[dict]:
-    """Starts one llama-server per entry of ``slots`` (its slot count), measures, stops them."""
+def measure_setup(slots: list[int], model: Path, domain, base: list[str], args, tags) -> list[dict]:
+    """Starts one llama-server per entry of ``slots`` (its slot count) on ``model``, measures, stops them."""
     helpers = _server_helpers()
     ports = [helpers.free_port() for _ in slots]
+    threads = max(1, args.threads // len(slots))
     try:
-        urls = [helpers.serve_llama(port=p, parallel=n, threads=args.threads) for p, n in zip(ports, slots)]
+        urls = [helpers.serve_llama(port=p, parallel=n, threads=threads, model=model) for p, n in zip(ports, slots)]
         return measure_servers(urls, sum(slots), domain, base, args, tags)
     finally:
         for p in ports:
@@ -142,17 +147,21 @@ def print_judge_table(results: dict) -> None:
 def llama_server_main(args) -> dict:
     """The judge's evaluations/s on llama-server (1x16 and 2x8 slots) and in process; prints the table."""
     import itertools
-    import os
+
+    from qdaif.lm._embedded import embedded_gguf_16bit, embedded_gguf_path
 
     domain = domain_from_config(compose_config(["domain=opinions", "model=scripted_fake"]).domain)
     base = [json.loads(x)["text"] for x in (ROOT / "benchmarks/data/opinions_labelled.jsonl").read_text().splitlines() if x.strip()]
     tags = itertools.count()
     results: dict = {"server": "llama-server", "threads": args.threads, "texts": args.texts, "repeats": args.repeats,
                      "load_before": os.getloadavg(), "setups": {}}
-    print(f"llama-server, {args.threads} thread(s) per server; {args.texts} texts per measurement, {args.repeats} repeats; "
+    print(f"llama-server, {args.threads} thread(s) per setup; {args.texts} texts per measurement, {args.repeats} repeats; "
           f"load average {results['load_before'][0]:.1f}")
-    for name, slots in (("1 server x 16 slots", [16]), ("2 servers x 8 slots", [8, 8])):
-        results["setups"][name] = measure_setup(slots, domain, base, args, tags)
+    sixteen, q4 = embedded_gguf_16bit(), embedded_gguf_path()
+    results["model"] = sixteen.name
+    for name, slots, model in (("1 server x 16 slots", [16], sixteen), ("2 servers x 8 slots", [8, 8], sixteen),
+                               ("1 server x 16 slots, Q4_1", [16], q4)):
+        results["setups"][name] = measure_setup(slots, model, domain, base, args, tags)
         print(f"{name}: done ({results['setups'][name][0]['scoring']})", flush=True)
     results["in_process"] = measure_in_process(domain, base, args, tags)
     results["load_after"] = os.getloadavg()
@@ -170,11 +179,15 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--batch", type=int, default=16, help="candidates per batch (the engine's batch_size)")
     ap.add_argument("--repeats", type=int, default=3, help="batches per concurrency level")
     ap.add_argument("--concurrency", default="1,4,16", help="requests in flight, comma-separated")
-    ap.add_argument("--threads", type=int, default=1, help="CPU threads of each started llama.cpp server")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="CPU threads: of each llama-cpp-python server (default 1); per setup with --server llama-server "
+                         "(default: the number of cores, divided among its servers)")
     ap.add_argument("--servers", type=int, default=1, help="llama.cpp servers to start, used in rotation (base_urls)")
     ap.add_argument("--no-cache", action="store_true", help="skip the cache measurement")
     ap.add_argument("--json", type=Path, help="also write the figures to this file")
     args = ap.parse_args(argv)
+    if args.threads is None:
+        args.threads = (os.cpu_count() or 1) if args.server == "llama-server" else 1
     if args.server == "llama-server":
         results = llama_server_main(args)
         if args.json:

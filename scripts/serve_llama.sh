@@ -13,7 +13,10 @@
 # $QDAIF_CACHE/run/llama-server-<port>.{pid,log} (default ~/.cache/qdaif/run); --stop
 # removes both.
 # Options: --parallel N (default 4), --ctx C tokens per slot (default 2048), --threads T
-# (default: the number of CPU cores), --model GGUF (default: the embedded SmolLM2 model),
+# (default: the number of CPU cores), --model GGUF (default: a 16-bit copy of the embedded
+# SmolLM2 model, BF16 on CPUs with AVX512-BF16 and F16 elsewhere, written once to
+# $QDAIF_CACHE/models: llama.cpp reads prompts 2-4 times as fast from it as from the
+# wheel's Q4_1 file on a CPU; docs/serving.md),
 # --bin PATH (default: the cached build for this machine's flags), --timeout S to wait for
 # /health (default 120). Environment: PYTHON (to find the embedded model; default .venv).
 set -euo pipefail
@@ -96,7 +99,7 @@ start_server() {
     if [[ -z "$bin" ]]; then bin="$(llama_server_bin "$LLAMA_CPP_VERSION")"; fi
     [[ -x "$bin" ]] || die "no llama-server at $bin; build it with: bash scripts/build_llama_server.sh"
     if [[ -z "$model" ]]; then
-        model="$("$LLAMA_PY" -c 'from qdaif.lm._embedded import embedded_gguf_path; print(embedded_gguf_path())')" \
+        model="$("$LLAMA_PY" -c 'from qdaif.lm._embedded import embedded_gguf_16bit; print(embedded_gguf_16bit())')" \
             || die "cannot find the embedded model; pass --model GGUF"
     fi
     [[ -f "$model" ]] || die "no model file at $model"

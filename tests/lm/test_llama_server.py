@@ -42,7 +42,7 @@ def server_lm(llama_cpp_server):
 
 
 def test_the_server_serves_completions_with_top_logprobs_and_chat(server_lm):
-    assert server_lm.name == "SmolLM2-135M-Instruct.Q4_1"  # serve_llama.sh's alias: the file's stem
+    assert server_lm.name.startswith("smollm2-135m-instruct-") and server_lm.name.endswith(("-f16", "-bf16"))  # the file's stem
     (text,) = server_lm.generate(["The capital of France is"], max_tokens=4, temperature=0.0)
     assert "Paris" in text
     (row,) = server_lm.score([ScoreRequest("", "The capital of France is", (" Paris", " Rome"))])
@@ -162,10 +162,18 @@ def test_pipelined_and_barrier_runs_give_the_same_archive(opinions_domain, tmp_p
     batch composition changes the logits in the last bits; see docs/serving.md). A
     freshly started llama-server also scores its first requests slightly differently
     (label probabilities differ in the second decimal), so a warm-up run goes first.
+    The server reads the wheel's Q4_1 file here, not the 16-bit copy serve_llama.sh serves
+    by default: from the copy, with one slot, no prompt cache and one thread, the same
+    judge prompt scored differently in the two pipelines in the third decimal (F16: 1 of
+    4 sessions, 0.8524 against 0.8531; BF16: 2 of 4, 0.7897 against 0.7832), most likely since
+    llama.cpp's 16-bit matrix kernels round differently for different batch sizes;
+    the Q4_1 file's did not (0 of 3 sessions).
     """
+    from qdaif.lm._embedded import embedded_gguf_path
+
     require_llama_server_binary()
     port = free_port()
-    url = serve_llama(port=port, parallel=1)
+    url = serve_llama(port=port, parallel=1, model=embedded_gguf_path())
     runs = {}
     try:
         for mode in ("warm-up", "barrier", "candidate"):
