@@ -21,8 +21,10 @@ each text given a measurement-specific opening so no server reuses a cached prom
 the shared few-shot block (as in a run, where every candidate is new). Measured at 1, 4
 and 16 requests in flight: one server with 16 slots on every core, two servers with 8
 slots sharing the cores, both on the 16-bit copy of the embedded model that serve_llama.sh
-serves by default, and one server with 16 slots on the wheel's Q4_1 file; then the
-in-process embedded backend (transformers, every core) on the same texts.
+serves by default, one server with 16 slots on the wheel's Q4_1 file, and one on the
+16-bit copy with ``chain_prefixes=False`` (the sentiment request sent with the quality
+request instead of after it); then the in-process embedded backend (transformers, every
+core) on the same texts.
 ``--threads`` (default: the number of cores) is divided among a setup's servers.
 """
 
@@ -89,7 +91,7 @@ def judge_rate(lm, domain, texts: list[str]) -> float:
     return len(texts) / seconds
 
 
-def measure_servers(urls: list[str], slots: int, domain, base: list[str], args, tags) -> list[dict]:
+def measure_servers(urls: list[str], slots: int, domain, base: list[str], args, tags, chain: bool = True) -> list[dict]:
     """Evaluations/s of the judge through ``urls`` at each in-flight level.
 
     First every one of the ``slots`` slots (all servers together) gets a request, so each
@@ -99,21 +101,21 @@ def measure_servers(urls: list[str], slots: int, domain, base: list[str], args, 
         judge_rate(lm, domain, fresh_texts(base, slots, next(tags)))
     rows = []
     for c in (int(x) for x in args.concurrency.split(",")):
-        with OpenAILM(base_urls=urls, max_concurrency=c) as lm:
+        with OpenAILM(base_urls=urls, max_concurrency=c, chain_prefixes=chain) as lm:
             lm.score([ScoreRequest("", "Hello", (" there",))])  # the scoring probe, outside the timing
             rates = [judge_rate(lm, domain, fresh_texts(base, args.texts, next(tags))) for _ in range(args.repeats)]
             rows.append({"in_flight": c, "evals_per_s": rates, "scoring": lm.scoring, "requests": dict(lm.stats)})
     return rows
 
 
-def measure_setup(slots: list[int], model: Path, domain, base: list[str], args, tags) -> list[dict]:
+def measure_setup(slots: list[int], model: Path, chain: bool, domain, base: list[str], args, tags) -> list[dict]:
     """Starts one llama-server per entry of ``slots`` (its slot count) on ``model``, measures, stops them."""
     helpers = _server_helpers()
     ports = [helpers.free_port() for _ in slots]
     threads = max(1, args.threads // len(slots))
     try:
         urls = [helpers.serve_llama(port=p, parallel=n, threads=threads, model=model) for p, n in zip(ports, slots)]
-        return measure_servers(urls, sum(slots), domain, base, args, tags)
+        return measure_servers(urls, sum(slots), domain, base, args, tags, chain)
     finally:
         for p in ports:
             helpers.stop_llama(p)
@@ -159,9 +161,11 @@ def llama_server_main(args) -> dict:
           f"load average {results['load_before'][0]:.1f}")
     sixteen, q4 = embedded_gguf_16bit(), embedded_gguf_path()
     results["model"] = sixteen.name
-    for name, slots, model in (("1 server x 16 slots", [16], sixteen), ("2 servers x 8 slots", [8, 8], sixteen),
-                               ("1 server x 16 slots, Q4_1", [16], q4)):
-        results["setups"][name] = measure_setup(slots, model, domain, base, args, tags)
+    for name, slots, model, chain in (("1 server x 16 slots", [16], sixteen, True),
+                                      ("2 servers x 8 slots", [8, 8], sixteen, True),
+                                      ("1 server x 16 slots, Q4_1", [16], q4, True),
+                                      ("1 server x 16, unchained", [16], sixteen, False)):
+        results["setups"][name] = measure_setup(slots, model, chain, domain, base, args, tags)
         print(f"{name}: done ({results['setups'][name][0]['scoring']})", flush=True)
     results["in_process"] = measure_in_process(domain, base, args, tags)
     results["load_after"] = os.getloadavg()

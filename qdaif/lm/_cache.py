@@ -21,7 +21,8 @@ CACHE_FORMAT = 1
 #: Keys of ``describe()`` that say where or how fast a model runs, not what it answers:
 #: they are left out of the cache key, so moving a server or raising its concurrency
 #: keeps the cache.
-VOLATILE_KEYS = frozenset({"servers", "base_url", "base_urls", "max_concurrency", "timeout", "max_retries", "cache"})
+VOLATILE_KEYS = frozenset({"servers", "base_url", "base_urls", "max_concurrency", "timeout", "max_retries", "cache",
+                           "chain_prefixes"})
 _CHUNK = 500  # keys per SELECT (SQLite allows 999 parameters in old builds)
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "span_logprob",
     "absent_label_bound",
     "parse_chat_top_logprobs",
+    "prefix_parents",
     "chat_label_logprobs",
 ]
 
@@ -390,7 +391,11 @@ class OpenAILM(LM):
       the check). A server that offers neither raises :class:`LMServerError`.
 
     Requests run in a thread pool, at most ``max_concurrency`` at a time, each on a
-    keep-alive connection. With several ``base_urls``, each request goes to the server
+    keep-alive connection. With ``chain_prefixes`` (default), a score request whose
+    prompt extends another request's prompt in the same call (the opinions judges' second
+    query continues the first) is sent after that one returns, to the same server, so a
+    server with a prompt cache (llama-server, vLLM with prefix caching) reads the shared
+    part once; see :func:`prefix_parents`. With several ``base_urls``, each request goes to the server
     with the fewest requests in flight (at most ``max_in_flight_per_server`` each); a
     server that fails with a connection error, a timeout or a 5xx is left alone for
     ``down_for`` seconds (doubling while it keeps failing) and its requests fail over to
@@ -426,6 +431,8 @@ class OpenAILM(LM):
             unset or empty means no key. The key itself is never recorded.
         extra_body: Fields added to every generation request (server-specific
             samplers, e.g. ``{top_k: 0, min_p: 0, repeat_penalty: 1}`` for llama.cpp).
+        chain_prefixes: Send a score request after the request whose prompt it
+            extends, to the same server (see above); ``False`` sends all at once.
 
     Raises:
         ConfigError: A setting is invalid.
@@ -453,6 +460,7 @@ class OpenAILM(LM):
         retry_after_max: float = 120.0,
         api_key_env: str = "OPENAI_API_KEY",
         extra_body: Mapping[str, Any] | None = None,
+        chain_prefixes: bool = True,
     ) -> None:
         urls = [str(u) for u in plain(base_urls or [])] + ([str(base_url)] if base_url else [])
         if not urls:
@@ -482,6 +490,7 @@ class OpenAILM(LM):
         self.retry_after_max = float(retry_after_max)
         self.api_key_env = api_key_env
         self.extra_body = dict(plain(extra_body or {}))
+        self.chain_prefixes = bool(chain_prefixes)
         self.__key = os.environ.get(api_key_env, "") if api_key_env else ""
         self._local = threading.local()
         self._connections: list[http.client.HTTPConnection] = []
@@ -526,6 +535,7 @@ class OpenAILM(LM):
             "score_mode": self.score_mode,
             "top_logprobs": self.top_logprobs,
             "servers": self.servers,
+            "chain_prefixes": self.chain_prefixes,
         }
         if self.extra_body:
             out["extra_body"] = dict(self.extra_body)
@@ -627,12 +637,36 @@ class OpenAILM(LM):
             hint = " (check model.api_key_env)" if status in (401, 403) else ""
             raise LMServerError(f"LM server {s.url} refused {method} {path}: HTTP {status}: {message}{hint}", server=s.url, status=status)
         try:
-            return parse(json.loads(raw))
+            answer = json.loads(raw)
+            result = parse(answer)
         except (ValueError, TypeError, KeyError, AttributeError) as e:
             raise _Retryable(f"malformed response ({e}): {raw[:200]!r}") from None
+        self._count_prompt_tokens(answer)
+        return result
 
-    def _call(self, method: str, path: str, body: Any, parse: Callable[[Any], Any]) -> Any:
-        """Sends a request with retries, on the least-loaded server that is up.
+    def _count_prompt_tokens(self, answer: Any) -> None:
+        """Adds the prompt tokens the server processed and took from its cache, where it says.
+
+        llama-server reports ``timings.prompt_n`` (processed) and ``timings.cache_n``
+        (reused); OpenAI-style servers ``usage.prompt_tokens`` and
+        ``usage.prompt_tokens_details.cached_tokens``. Others report nothing.
+        """
+        if not isinstance(answer, Mapping):
+            return
+        timings, usage = answer.get("timings"), answer.get("usage")
+        if isinstance(timings, Mapping) and isinstance(timings.get("prompt_n"), int):
+            self._count("server_prompt_tokens", timings["prompt_n"])
+            self._count("server_cached_tokens", int(timings.get("cache_n") or 0))
+        elif isinstance(usage, Mapping) and isinstance(usage.get("prompt_tokens"), int):
+            details = usage.get("prompt_tokens_details")
+            cached = int(details.get("cached_tokens") or 0) if isinstance(details, Mapping) else 0
+            self._count("server_prompt_tokens", usage["prompt_tokens"] - cached)
+            self._count("server_cached_tokens", cached)
+
+    def _call(self, method: str, path: str, body: Any, parse: Callable[[Any], Any], prefer: int | None = None) -> Any:
+        """Sends a request with retries, on the least-loaded server that is up (or ``prefer``).
+
+        The server that answered is left in ``self._local.server`` for the calling thread.
 
         Raises:
             LMServerError: Every attempt failed, or the server refused the request.
@@ -641,7 +675,7 @@ class OpenAILM(LM):
         failed: int | None = None
         error: _Retryable | None = None
         for attempt in range(self.max_retries + 1):
-            k = self._acquire(failed)
+            k = self._acquire(failed, prefer)
             url = self._servers[k].url
             try:
                 result = self._attempt(k, method, path, body, parse)
@@ -658,6 +692,7 @@ class OpenAILM(LM):
                 self._router.release(k, ok=True)  # the server answered (a refusal) or we gave up
                 raise
             self._router.release(k, ok=True)
+            self._local.server = k
             return result
         last = tried[-1]
         others = sorted(set(tried) - {last})
@@ -668,7 +703,7 @@ class OpenAILM(LM):
             server=last, status=error.status,
         )
 
-    def _acquire(self, failed: int | None) -> int:
+    def _acquire(self, failed: int | None, prefer: int | None = None) -> int:
         """A server slot for the next attempt; a down server due for a probe is health-checked first.
 
         Raises:
@@ -677,7 +712,7 @@ class OpenAILM(LM):
         while True:
             if self._cancel.is_set():
                 raise LMServerError("request abandoned", server=self._servers[0].url)
-            k, probe = self._router.acquire(failed=failed)
+            k, probe = self._router.acquire(failed=failed, prefer=prefer)
             if not probe:
                 return k
             healthy = self._healthy(k)
@@ -797,9 +832,9 @@ class OpenAILM(LM):
         return [cut_at_stop(t, stop) for t in texts]
 
     # ---------------------------------------------------------------- score
-    def _top(self, prompt: str, k: int, parse: Callable[[Any], Any] = parse_top_logprobs) -> Any:
+    def _top(self, prompt: str, k: int, parse: Callable[[Any], Any] = parse_top_logprobs, prefer: int | None = None) -> Any:
         body = completion_body(model=self.name, prompt=prompt, max_tokens=1, temperature=1.0, top_p=1.0, seed=0, logprobs=k)
-        return self._call("POST", "/completions", body, parse)
+        return self._call("POST", "/completions", body, parse, prefer)
 
     def _echo(self, prompt: str, continuation: str, *, lenient: bool = False) -> float | None:
         body = completion_body(model=self.name, prompt=prompt + continuation, max_tokens=1, temperature=1.0, top_p=1.0,
@@ -869,14 +904,42 @@ class OpenAILM(LM):
                 server=self.servers[0], status=e.status) from None
         return "chat"
 
-    def _chat_top(self, prompt: str, k: int) -> dict[str, float]:
+    def _chat_top(self, prompt: str, k: int, prefer: int | None = None) -> dict[str, float]:
         body = chat_body(model=self.name, prompt=prompt, max_tokens=1, temperature=1.0, top_p=1.0, seed=0)
         body.update(logprobs=True, top_logprobs=int(k))
-        return self._call("POST", "/chat/completions", body, parse_chat_top_logprobs)
+        return self._call("POST", "/chat/completions", body, parse_chat_top_logprobs, prefer)
+
+    def _map_chained(self, fn: Callable[[ScoreRequest, int | None], Any], requests: Sequence[ScoreRequest]) -> list[Any]:
+        """``fn(request, prefer)`` for every request, in order; see ``chain_prefixes``.
+
+        A request whose prompt extends another's (:func:`prefix_parents`) runs after it
+        in the same worker, with ``prefer`` the server that answered it; the chains run
+        in the pool like independent requests.
+        """
+        if not self.chain_prefixes:
+            return self._map(lambda r: fn(r, None), requests)
+        parents = prefix_parents([r.prompt for r in requests])
+        children: dict[int, list[int]] = collections.defaultdict(list)
+        for i, p in enumerate(parents):
+            if p >= 0:
+                children[p].append(i)
+        out: list[Any] = [None] * len(requests)
+
+        def chain(root: int) -> None:
+            todo: list[tuple[int, int | None]] = [(root, None)]
+            while todo:
+                i, prefer = todo.pop()
+                out[i] = fn(requests[i], prefer)
+                todo.extend((c, self._local.server) for c in reversed(children[i]))
+
+        roots = [i for i, p in enumerate(parents) if p < 0]
+        self._count("chained_requests", len(requests) - len(roots))
+        self._map(chain, roots)
+        return out
 
     def _score_chat(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
         self._count("score_requests", len(requests))
-        tops = self._map(lambda r: self._chat_top(r.prompt, self._k), requests)
+        tops = self._map_chained(lambda r, prefer: self._chat_top(r.prompt, self._k, prefer), requests)
         out, absent = [], 0
         for r, top in zip(requests, tops):
             row, n = chat_label_logprobs(top, r.continuations)
@@ -914,7 +977,7 @@ class OpenAILM(LM):
             flat = iter(self._map(lambda pc: self._echo(*pc), pairs))
             return [[next(flat) for _ in r.continuations] for r in requests]
         self._count("score_requests", len(requests))
-        tops = self._map(lambda r: self._top(r.prompt, self._k), requests)
+        tops = self._map_chained(lambda r, prefer: self._top(r.prompt, self._k, prefer=prefer), requests)
         out: list[list[float]] = []
         missing: list[tuple[int, int]] = []
         for i, (r, top) in enumerate(zip(requests, tops)):
@@ -938,6 +1001,30 @@ class OpenAILM(LM):
             for (i, j), v in zip(missing, values):
                 out[i][j] = v
         return out
+
+
+def prefix_parents(prompts: Sequence[str]) -> list[int]:
+    """For each prompt, the index of the longest other prompt it starts with.
+
+    Of equal prompts, each later one gets the one before it. O(n log n): in sorted
+    order, every prompt between a prefix and its extension also extends the prefix, so
+    a stack of the current prompt's prefixes suffices.
+
+    Args:
+        prompts: n prompts.
+
+    Returns:
+        n indices into ``prompts``; -1 where no other prompt is a prefix.
+    """
+    parents = [-1] * len(prompts)
+    stack: list[int] = []
+    for i in sorted(range(len(prompts)), key=lambda j: (prompts[j], j)):
+        while stack and not prompts[i].startswith(prompts[stack[-1]]):
+            stack.pop()
+        if stack:
+            parents[i] = stack[-1]
+        stack.append(i)
+    return parents
 
 
 def _or_none(parse: Callable[..., Any], *args: Any) -> Any:

@@ -76,12 +76,14 @@ class Router:
         self.counts: dict[str, collections.Counter[str]] = {s: collections.Counter() for s in self.servers}
 
     # ------------------------------------------------------------- routing
-    def acquire(self, *, failed: int | None = None) -> tuple[int, bool]:
+    def acquire(self, *, failed: int | None = None, prefer: int | None = None) -> tuple[int, bool]:
         """Reserves a slot on a server for one attempt.
 
         Args:
             failed: The server the previous attempt of this request failed on, if any:
                 another server is preferred, and a move counts as a failover of it.
+            prefer: A server to use if it is up, has room and is not ``failed`` (the
+                one whose prompt cache holds this request's start); else the usual pick.
 
         Returns:
             ``(k, probe)``: the server's index, and whether it is a down server whose
@@ -90,7 +92,7 @@ class Router:
         """
         with self._cond:
             while True:
-                k, probe = self._pick(failed)
+                k, probe = self._pick(failed, prefer)
                 if k is not None:
                     break
                 self._cond.wait(0.05)  # every usable server is at max_in_flight
@@ -102,7 +104,7 @@ class Router:
             self.counts[self.servers[k]]["requests"] += 1
             return k, probe
 
-    def _pick(self, failed: int | None) -> tuple[int | None, bool]:
+    def _pick(self, failed: int | None, prefer: int | None = None) -> tuple[int | None, bool]:
         now, n = self._clock(), len(self.servers)
         self._turn += 1
         order = [(self._turn + i) % n for i in range(n)]  # rotating tie-break among equals
@@ -112,6 +114,8 @@ class Router:
                and not self._state[k].probing]
         if due:  # a down server whose time is over gets one probe
             return due[0], True
+        if prefer is not None and prefer != failed and prefer in up:
+            return prefer, False
         preferred = [k for k in up if k != failed] or up
         if preferred:
             return min(preferred, key=lambda k: self._state[k].in_flight), False

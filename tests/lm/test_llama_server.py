@@ -95,6 +95,31 @@ def test_judge_scores_equal_the_in_process_backend(server_lm, embedded_lm, opini
     assert np.all(p_want[split].max(1) < 0.6), p_want[split]  # only near ties may flip
 
 
+def test_chained_judge_requests_reuse_the_servers_prompt_cache(llama_cpp_server, opinions_domain):
+    """The sentiment query continues the quality query: chained, the server reads each text once.
+
+    16 texts, each opened with words of its own so that no slot holds its prompt; the two
+    judges' 32 requests with and without ``chain_prefixes``. The server's own count of
+    prompt tokens it processed (``timings.prompt_n``) must drop, and the scores agree
+    (up to llama-server's batching noise).
+    """
+    tokens, scores = {}, {}
+    for n, chain in enumerate((False, True)):
+        texts = [f"Entry {n}-{i}: {t}" for i, t in enumerate(_labelled_texts(16))]
+        reqs = _judge_requests(opinions_domain, texts)
+        with OpenAILM(base_url=llama_cpp_server.url, max_concurrency=llama_cpp_server.parallel, chain_prefixes=chain) as lm:
+            lm.score(reqs[:1])  # the scoring probe
+            before = lm.stats["server_prompt_tokens"]
+            scores[chain] = label_probabilities(np.array(lm.score(reqs)))
+            tokens[chain] = lm.stats["server_prompt_tokens"] - before
+            assert lm.stats["chained_requests"] == (16 if chain else 0)
+    print(f"prompt tokens the server processed for 32 judge requests: {tokens[False]} unchained, {tokens[True]} chained")
+    # Measured: 1417 unchained, 642 chained (a text and its quality query are about 20-45 tokens).
+    assert tokens[True] < 0.75 * tokens[False]
+    texts_differ = np.abs(scores[True] - scores[False]).max()
+    assert texts_differ < 0.2, texts_differ  # different openings: close, not equal
+
+
 def _chat_templated(prompt: str) -> str:
     """The prompt as the model's chat template renders one user message with the assistant turn started."""
     from transformers import AutoTokenizer

@@ -19,6 +19,7 @@ from qdaif.lm._openai import (
     completion_body,
     parse_generation,
     parse_top_logprobs,
+    prefix_parents,
     span_logprob,
 )
 
@@ -45,6 +46,21 @@ def test_parsers_read_the_api_shapes_and_reject_others():
             parse_top_logprobs(bad)
     with pytest.raises(ValueError):
         parse_generation({"choices": [{"message": "x"}]})
+
+
+def test_prefix_parents_finds_the_longest_prefix_among_the_prompts():
+    prompts = ["ab", "abc", "b", "abcd", "abd", "ab", "a"]
+    #           0     1      2    3       4      5     6
+    assert prefix_parents(prompts) == [6, 5, -1, 1, 5, 0, -1]
+    assert prefix_parents([]) == [] and prefix_parents(["x"]) == [-1]
+    many = [f"block {i % 7}" + " more" * (i % 3) for i in range(60)]
+    brute = []
+    for i, p in enumerate(many):
+        cands = [j for j, q in enumerate(many) if j != i and p.startswith(q) and (len(q) < len(p) or j < i)]
+        # the longest prefix; among equal prompts, the nearest earlier one
+        brute.append(max(cands, key=lambda j: (len(many[j]), j if j < i else -1)) if cands else -1)
+    got = prefix_parents(many)
+    assert all(many[g] == many[b] for g, b in zip(got, brute) if b >= 0) and [g < 0 for g in got] == [b < 0 for b in brute]
 
 
 def _echo(tokens, values):
@@ -118,7 +134,7 @@ def test_the_config_group_builds_the_backend_without_contacting_a_server():
         assert lm.servers == ["http://127.0.0.1:9/v1", "http://localhost:10/v1"]
         d = lm.describe()
         assert d == {"backend": "openai", "name": "m", "api": "completions", "score_mode": "auto", "top_logprobs": 20,
-                     "servers": lm.servers, "extra_body": {"top_k": 0}}
+                     "servers": lm.servers, "chain_prefixes": True, "extra_body": {"top_k": 0}}
         json.dumps(d)
 
 

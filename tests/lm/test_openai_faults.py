@@ -27,7 +27,8 @@ class FaultServer:
     ``script`` holds what the next requests get, one entry each: ``ok``, ``500``,
     ``400``, ``429:<seconds>`` (with Retry-After), ``drop`` (close without a reply),
     ``malformed`` (200 with broken JSON), ``sleep:<seconds>`` (then ok). Once it is
-    empty, ``default`` is used. Every request is recorded.
+    empty, ``default`` is used. Every request is recorded, with the times it came in
+    (``t``) and was answered (``end``).
     """
 
     def __init__(self) -> None:
@@ -41,6 +42,7 @@ class FaultServer:
         self.no_completions = False  # answer /completions with 404, as a chat-only API does
         self.like_llama_server = False  # /completions log-probs in the chat shape, echo ignored
         self.slow = lambda body: 0.0  # seconds a POST with this body sleeps before its reply
+        self.extra_reply: dict = {}  # fields added to every /completions reply (e.g. llama-server's timings)
         self.lock = threading.Lock()
         outer = self
 
@@ -66,6 +68,7 @@ class FaultServer:
                 finally:
                     with outer.lock:
                         outer.in_flight -= 1
+                        self.entry["end"] = time.monotonic()
 
             def _act(self, action, body):
                 if outer.no_completions and self.path.endswith("/completions") and "/chat/" not in self.path:
@@ -115,8 +118,8 @@ class FaultServer:
 
     def _record(self, handler, body) -> str:
         with self.lock:
-            self.requests.append({"path": handler.path, "headers": dict(handler.headers), "body": body,
-                                  "t": time.monotonic()})
+            handler.entry = {"path": handler.path, "headers": dict(handler.headers), "body": body, "t": time.monotonic()}
+            self.requests.append(handler.entry)
             return self.script.popleft() if self.script else self.default
 
     def reply(self, path: str, body: dict) -> dict:
@@ -150,7 +153,7 @@ class FaultServer:
             if self.like_llama_server:
                 choice["logprobs"] = {"content": [{"token": " positive", "logprob": -0.2, "top_logprobs": [
                     {"token": t, "logprob": v} for t, v in top.items()]}]}
-        return {"choices": [choice]}
+        return {"choices": [choice], **self.extra_reply}
 
     def close(self) -> None:
         self.httpd.shutdown()
@@ -477,3 +480,67 @@ def test_a_chat_server_without_logprobs_says_it_cannot_judge(server, make):
     server.default = "400"
     with pytest.raises(LMServerError, match="cannot judge"):
         lm.score([ScoreRequest("Sentiment:", "", (" positive",))])
+
+
+# ------------------------------------------------ chained prefixes
+def _chain_requests(n: int) -> list[ScoreRequest]:
+    """``n`` texts, each with a first query and a second that continues it (as the opinions judges)."""
+    first = [ScoreRequest("Block. ", f"Text {i}: words\nTopic:", (" positive", " negative")) for i in range(n)]
+    return first + [ScoreRequest(r.prefix, r.suffix + " food\nSentiment:", r.continuations) for r in first]
+
+
+def test_a_request_that_extends_another_goes_after_it_to_the_same_server():
+    a, b = FaultServer(), FaultServer()
+    try:
+        for s in (a, b):
+            s.slow = lambda body: 0.1 if body.get("prompt", "").endswith("Topic:") else 0.0
+        reqs = _chain_requests(6)
+        lm = OpenAILM(name="m", base_urls=[a.url, b.url], max_concurrency=12, backoff=0.01, score_mode="top_logprobs")
+        out = lm.score(reqs)
+        assert len(out) == 12 and all(row == pytest.approx([TOP[" positive"], TOP[" negative"]]) for row in out)
+        assert lm.stats["chained_requests"] == 6
+        served = {r["body"]["prompt"]: (name, r) for name, s in (("a", a), ("b", b)) for r in posts(s)}
+        for first, second in zip(reqs[:6], reqs[6:]):
+            (s1, r1), (s2, r2) = served[first.prompt], served[second.prompt]
+            assert s2 == s1, "the continuation went to another server"
+            assert r2["t"] >= r1["end"], "the continuation was sent before its prefix was answered"
+        assert {s for s, _ in served.values()} == {"a", "b"}  # the chains still spread over both
+        lm.close()
+    finally:
+        a.close()
+        b.close()
+
+
+def test_without_chaining_every_request_goes_out_at_once(server, make):
+    server.default = "sleep:0.2"
+    lm = make(max_concurrency=12, score_mode="top_logprobs", chain_prefixes=False)
+    out = lm.score(_chain_requests(6))
+    assert len(out) == 12 and server.max_in_flight == 12 and lm.stats["chained_requests"] == 0
+
+
+def test_a_failed_prefix_server_sends_the_continuation_elsewhere():
+    a, b = FaultServer(), FaultServer()
+    try:
+        lm = OpenAILM(name="m", base_urls=[a.url, b.url], max_concurrency=1, backoff=0.01, score_mode="top_logprobs")
+        lm.score(_chain_requests(1)[:1])  # the first request goes to one server; kill that one for the next
+        first = a if posts(a) else b
+        other = b if first is a else a
+        lm.score([ScoreRequest("x", "y", (" positive",))])  # the rotation now points at the other...
+        first.default = "500"  # ...and the server a chain starts on fails from here on
+        out = lm.score(_chain_requests(2))
+        assert all(row == pytest.approx([TOP[" positive"], TOP[" negative"]]) for row in out)
+        assert len([p for p in posts(other) if p["body"]["prompt"].endswith("Sentiment:")]) == 2
+        lm.close()
+    finally:
+        a.close()
+        b.close()
+
+
+def test_the_prompt_tokens_a_server_reports_are_counted(server, make):
+    server.extra_reply = {"timings": {"prompt_n": 7, "cache_n": 30}}
+    lm = make(score_mode="top_logprobs")
+    lm.score(_chain_requests(2))
+    assert lm.stats["server_prompt_tokens"] == 4 * 7 and lm.stats["server_cached_tokens"] == 4 * 30
+    server.extra_reply = {"usage": {"prompt_tokens": 10, "prompt_tokens_details": {"cached_tokens": 4}}}
+    lm.score(_chain_requests(1))
+    assert lm.stats["server_prompt_tokens"] == 28 + 2 * 6 and lm.stats["server_cached_tokens"] == 120 + 2 * 4
