@@ -44,6 +44,7 @@ VARIANTS: dict[str, dict[str, dict]] = {
     "ending-last2": {"ending": {"last_sentences": 2}},
     "ending-last3": {"ending": {"last_sentences": 3}},
     "quality-orders": {"spy_story": {"orders": "all"}, "poem_quality": {"orders": "all"}},
+    "quality-orders1": {"spy_story": {"orders": 1}},  # stories version 1: the written order alone
     "quality-orders2": {"spy_story": {"orders": 2}},
     "quality-orders3": {"spy_story": {"orders": 3}},
     "measures-orders+calibrate": {"genre": {"orders": "all", "calibrate": True}, "tone": {"orders": "all", "calibrate": True},
