@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -49,10 +50,7 @@ def dequantize_gguf(*, src: str | Path, dst: str | Path, dtype: str = "f16") -> 
         FileNotFoundError: ``src`` does not exist.
         ValueError: ``src`` is not a GGUF file, or ``dtype`` is not one of :data:`DTYPES`.
     """
-    from gguf import GGUFReader, GGUFValueType, GGUFWriter
-    from gguf.constants import GGMLQuantizationType as Q
-    from gguf.constants import LlamaFileType
-    from gguf.quants import dequantize, quantize
+    from gguf import GGUFReader, GGUFWriter
 
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
@@ -68,23 +66,9 @@ def dequantize_gguf(*, src: str | Path, dst: str | Path, dtype: str = "f16") -> 
     os.close(fd)
     try:
         writer = GGUFWriter(tmp, reader.fields["general.architecture"].contents())
-        for field in reader.fields.values():
-            if field.name.startswith("GGUF.") or field.name in ("general.architecture", "general.file_type"):
-                continue  # the writer adds these itself; the file type is set below
-            kind = field.types[0]
-            sub = field.types[-1] if kind == GGUFValueType.ARRAY else None
-            writer.add_key_value(field.name, field.contents(), kind, sub_type=sub)
-        writer.add_file_type(LlamaFileType.MOSTLY_F16 if dtype == "f16" else LlamaFileType.MOSTLY_BF16)
+        _copy_metadata(reader, writer, dtype)
         for tensor in reader.tensors:
-            shape = tuple(int(n) for n in reversed(tensor.shape))  # GGUF lists dimensions innermost first
-            values = dequantize(tensor.data, tensor.tensor_type).reshape(shape)
-            if tensor.tensor_type == Q.F32 or values.ndim == 1:
-                writer.add_tensor(tensor.name, values.astype(np.float32))
-            elif dtype == "f16":
-                writer.add_tensor(tensor.name, values.astype(np.float16))
-            else:
-                raw = quantize(values.astype(np.float32), Q.BF16)
-                writer.add_tensor(tensor.name, raw, raw_shape=raw.shape, raw_dtype=Q.BF16)
+            _add_16bit(writer, tensor, dtype)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
@@ -94,3 +78,33 @@ def dequantize_gguf(*, src: str | Path, dst: str | Path, dtype: str = "f16") -> 
         if os.path.exists(tmp):
             os.unlink(tmp)
     return dst
+
+
+def _copy_metadata(reader: Any, writer: Any, dtype: str) -> None:
+    """Copies every key of ``reader`` to ``writer``, except those the writer sets; sets the file type."""
+    from gguf import GGUFValueType
+    from gguf.constants import LlamaFileType
+
+    for field in reader.fields.values():
+        if field.name.startswith("GGUF.") or field.name in ("general.architecture", "general.file_type"):
+            continue  # the writer adds these itself; the file type is set below
+        kind = field.types[0]
+        sub = field.types[-1] if kind == GGUFValueType.ARRAY else None
+        writer.add_key_value(field.name, field.contents(), kind, sub_type=sub)
+    writer.add_file_type(LlamaFileType.MOSTLY_F16 if dtype == "f16" else LlamaFileType.MOSTLY_BF16)
+
+
+def _add_16bit(writer: Any, tensor: Any, dtype: str) -> None:
+    """Adds ``tensor`` dequantised: F32 if it is F32 or 1-D, else ``dtype``."""
+    from gguf.constants import GGMLQuantizationType as Q
+    from gguf.quants import dequantize, quantize
+
+    shape = tuple(int(n) for n in reversed(tensor.shape))  # GGUF lists dimensions innermost first
+    values = dequantize(tensor.data, tensor.tensor_type).reshape(shape)
+    if tensor.tensor_type == Q.F32 or values.ndim == 1:
+        writer.add_tensor(tensor.name, values.astype(np.float32))
+    elif dtype == "f16":
+        writer.add_tensor(tensor.name, values.astype(np.float16))
+    else:
+        raw = quantize(values.astype(np.float32), Q.BF16)
+        writer.add_tensor(tensor.name, raw, raw_shape=raw.shape, raw_dtype=Q.BF16)
