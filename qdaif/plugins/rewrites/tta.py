@@ -132,29 +132,59 @@ def run_tta(*, run_path: str | Path, domain: "Domain", lm: "LM", judge_lm: "LM",
         ConfigError: Not a rewrites run, no OOD input, or a bad ``m``/``aggregate``.
         RunDirError: The run has no ``metrics.jsonl`` (it has not finished an iteration).
     """
-    from qdaif.plugin import make_plugin
-    from qdaif.plugins.rewrites import Plugin
-    from qdaif.run_dir import ELITES, HISTORY, METRICS, RunDir, dumps
-    from qdaif.runs import read_jsonl
+    from qdaif.run_dir import RunDir
 
     if m < 1:
         raise ConfigError(f"m must be >= 1, got {m}")
     if aggregate not in ("prob", "logprob"):
         raise ConfigError(f"aggregate must be prob or logprob, got {aggregate!r}")
-    plugin = make_plugin(domain)
-    if not isinstance(plugin, Plugin):
-        raise ConfigError(f"{run_path} is a run of domain {domain.name!r}; tta needs a run of the rewrites domain")
     run = RunDir(run_path)
-    metrics, history, elites = (read_jsonl(run.file(name)) for name in (METRICS, HISTORY, ELITES))
-    if not metrics:
-        raise RunDirError(f"{run_path} has no {METRICS}: run at least one iteration first")
+    plugin, metrics, history, elites = _read_run(run, run_path, domain)
     ids = [t.id for t in plugin.inputs]
     budgets = generation_budgets(history, int(metrics[-1]["evaluations"]), ids)
     ood = [t for t in plugin.inputs if t.style == "ood"]
     if not ood:
         raise ConfigError(f"the run searched no out-of-distribution input (settings.inputs={domain.settings.get('inputs')})")
+    paraphrases = _paraphrases(plugin, domain, lm, ood, budgets, seed)
+    by_input = _elites_by_input(elites, ids, ood)
+    sets: dict[str, dict[str, list[str]]] = {}
+    for t in ood:
+        qd = [str(e["text"]) for e in by_input[t.id] if float(e["quality"]) > 0]
+        sets[t.id] = {"original": [], "paraphrase_first_m": paraphrases[t.id][:m],
+                      "paraphrase_all": paraphrases[t.id], "qd_top_m": qd[:m], "qd_all": qd}
+    spent = sum(budgets[t.id] for t in ood)  # the search's generations for these inputs = the baseline's samples
+    spent = {"search": spent, "paraphrase": spent}
+    rows, items = _score_methods(plugin, judge_lm, ood, sets, aggregate, spent)
+    result = TTAResult(rows=rows, m=m, aggregate=aggregate, target=plugin.target, items=items)
+    _write_tables(Path(out) if out is not None else run.path, result)
+    return result
 
-    # Paraphrase baseline: B_i samples per input in one generate call.
+
+def _read_run(run: Any, run_path: str | Path, domain: "Domain") -> tuple[Any, list[dict], list[dict], list[dict]]:
+    """The rewrites plugin of ``domain`` and the run's metrics, history and elites.
+
+    Raises:
+        ConfigError: ``domain`` is not the rewrites domain.
+        RunDirError: The run has no metrics yet.
+    """
+    from qdaif.plugin import make_plugin
+    from qdaif.plugins.rewrites import Plugin
+    from qdaif.run_dir import ELITES, HISTORY, METRICS
+    from qdaif.runs import read_jsonl
+
+    plugin = make_plugin(domain)
+    if not isinstance(plugin, Plugin):
+        raise ConfigError(f"{run_path} is a run of domain {domain.name!r}; tta needs a run of the rewrites domain")
+    metrics, history, elites = (read_jsonl(run.file(name)) for name in (METRICS, HISTORY, ELITES))
+    if not metrics:
+        raise RunDirError(f"{run_path} has no {METRICS}: run at least one iteration first")
+    return plugin, metrics, history, elites
+
+
+def _paraphrases(plugin: Any, domain: "Domain", lm: "LM", ood: list, budgets: dict[str, int], seed: int) -> dict[str, list[str]]:
+    """The paraphrase baseline: ``budgets[id]`` samples per OOD input, in one ``generate`` call, parsed."""
+    from qdaif.operators import Proposal
+
     prompts, owners = [], []
     for t in ood:
         prompts += [plugin.paraphrase_prompt(t.text)] * budgets[t.id]
@@ -162,13 +192,16 @@ def run_tta(*, run_path: str | Path, domain: "Domain", lm: "LM", judge_lm: "LM",
     g = domain.generation
     raw = lm.generate(prompts, max_tokens=g.max_tokens, temperature=g.temperature, top_p=g.top_p, stop=g.stop,
                       seed=seed) if prompts else []
-    paraphrases: dict[str, list[str]] = {t.id: [] for t in ood}
-    from qdaif.operators import Proposal
-
+    out: dict[str, list[str]] = {t.id: [] for t in ood}
     for owner, text in zip(owners, raw):
         parsed = plugin.parse(Proposal("", "paraphrase", (), meta={"input": owner}), text)
         if parsed:
-            paraphrases[owner].append(parsed)
+            out[owner].append(parsed)
+    return out
+
+
+def _elites_by_input(elites: list[dict], ids: list[str], ood: list) -> dict[str, list[dict]]:
+    """Each OOD input's elites, best quality first (ties: lower id first)."""
     by_input: dict[str, list[dict]] = {t.id: [] for t in ood}
     for e in elites:
         key = ids[int(e["cell"][0])]
@@ -176,22 +209,18 @@ def run_tta(*, run_path: str | Path, domain: "Domain", lm: "LM", judge_lm: "LM",
             by_input[key].append(e)
     for v in by_input.values():
         v.sort(key=lambda e: (-float(e["quality"]), int(e["id"])))
+    return by_input
 
-    sets: dict[str, dict[str, list[str]]] = {}
-    for t in ood:
-        qd = [str(e["text"]) for e in by_input[t.id] if float(e["quality"]) > 0]
-        sets[t.id] = {"original": [], "paraphrase_first_m": paraphrases[t.id][:m],
-                      "paraphrase_all": paraphrases[t.id], "qd_top_m": qd[:m], "qd_all": qd}
-    # One score call for every distinct text.
+
+def _score_methods(plugin: Any, judge_lm: "LM", ood: list, sets: dict, aggregate: str,
+                   spent: dict[str, int]) -> tuple[list[TTARow], list[dict]]:
+    """Classifies every distinct text in one ``score`` call; returns a row per method and a record per (method, input)."""
     unique: dict[tuple[str, str], int] = {}
     for t in ood:
         for text in [t.text] + [x for method in METHODS for x in sets[t.id][method]]:
             unique.setdefault((t.task, text), len(unique))
     keys = list(unique)
     probs = plugin.classifier.predict_proba([k[1] for k in keys], [k[0] for k in keys], lm=judge_lm)
-
-    spent_search = sum(budgets[t.id] for t in ood)
-    spent_para = len(prompts)
     rows, items = [], []
     for method in METHODS:
         correct, n_aug = 0, 0
@@ -203,22 +232,26 @@ def run_tta(*, run_path: str | Path, domain: "Domain", lm: "LM", judge_lm: "LM",
             n_aug += len(texts) - 1
             items.append({"method": method, "input": t.id, "task": t.task, "label": t.label, "prediction": pred,
                           "augmentations": texts[1:]})
-        gens = 0 if method == "original" else spent_para if method.startswith("paraphrase") else spent_search
+        gens = 0 if method == "original" else spent["paraphrase"] if method.startswith("paraphrase") else spent["search"]
         rows.append(TTARow(method=method, correct=int(correct), n=len(ood), augmentations=n_aug / len(ood),
                            generations=int(gens)))
-    result = TTAResult(rows=rows, m=m, aggregate=aggregate, target=plugin.target, items=items)
-    folder = Path(out) if out is not None else run.path
+    return rows, items
+
+
+def _write_tables(folder: Path, result: TTAResult) -> None:
+    """Writes ``tta.md``, ``tta.csv`` and ``tta_items.jsonl`` into ``folder``."""
+    from qdaif.run_dir import dumps
+
     folder.mkdir(parents=True, exist_ok=True)
     (folder / TTA_MD).write_text(result.to_markdown(), encoding="utf-8")
     with open(folder / TTA_CSV, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["method", "accuracy", "correct", "n", "augmentations_per_input", "generations", "m", "aggregate",
                     "target"])
-        for r in rows:
-            w.writerow([r.method, f"{r.accuracy:.6f}", r.correct, r.n, f"{r.augmentations:.4f}", r.generations, m,
-                        aggregate, plugin.target])
-    (folder / TTA_ITEMS).write_text("".join(dumps(i) + "\n" for i in items), encoding="utf-8")
-    return result
+        for r in result.rows:
+            w.writerow([r.method, f"{r.accuracy:.6f}", r.correct, r.n, f"{r.augmentations:.4f}", r.generations,
+                        result.m, result.aggregate, result.target])
+    (folder / TTA_ITEMS).write_text("".join(dumps(i) + "\n" for i in result.items), encoding="utf-8")
 
 
 def command(args: list[str]) -> None:
