@@ -976,6 +976,10 @@ class OpenAILM(LM):
             self._count("score_requests", len(pairs))
             flat = iter(self._map(lambda pc: self._echo(*pc), pairs))
             return [[next(flat) for _ in r.continuations] for r in requests]
+        return self._score_top(requests)
+
+    def _score_top(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
+        """Scores by top log-probabilities; absent labels get the bound, or echo where the server's is correct."""
         self._count("score_requests", len(requests))
         tops = self._map_chained(lambda r, prefer: self._top(r.prompt, self._k, prefer=prefer), requests)
         out: list[list[float]] = []
