@@ -71,26 +71,40 @@ def lineage_nodes(run: RunData) -> dict[str, dict[str, Any]]:
         if key in nodes:
             continue
         if key.startswith("seed:"):
-            k = key.split(":", 1)[1]
-            ok = k.isdigit() and int(k) < len(seeds)
-            nodes[key] = {"kind": "seed" if ok else "missing", "text": seeds[int(k)] if ok else ""}
+            nodes[key] = _seed_node(key, seeds)
             continue
         h = by_id.get(int(key)) if key.lstrip("-").isdigit() else None
         if h is None:  # an elite without history (history cut or copied apart): show what elites.jsonl has
-            e = next((e for e in run.elites if _key(e["id"]) == key), None)
-            nodes[key] = {"kind": "missing", "text": "" if e is None else str(e["text"])}
-            if e is not None:
-                nodes[key].update(id=e["id"], iteration=e.get("iteration"), quality=e["quality"],
-                                  measures=e["measures"], cell=e["cell"], parents=[])
+            nodes[key] = _elite_without_history(key, run.elites)
             continue
-        parents = [_key(p) for p in h.get("parents") or []]
-        nodes[key] = {
-            "kind": "candidate", "id": int(h["id"]), "iteration": h.get("iteration"), "operator": h.get("operator"),
-            "quality": h["quality"], "measures": h.get("measures"), "cell": h["cell"], "parents": parents,
-            "text": str(h["text"]),
-        }
-        todo.extend(parents)
+        nodes[key] = _candidate_node(h)
+        todo.extend(nodes[key]["parents"])
     return nodes
+
+
+def _seed_node(key: str, seeds: list[str]) -> dict[str, Any]:
+    """The node of ``"seed:K"``: the domain's seed text K, or ``missing`` where the config has no such seed."""
+    k = key.split(":", 1)[1]
+    ok = k.isdigit() and int(k) < len(seeds)
+    return {"kind": "seed" if ok else "missing", "text": seeds[int(k)] if ok else ""}
+
+
+def _elite_without_history(key: str, elites: list[dict[str, Any]]) -> dict[str, Any]:
+    """A ``missing`` node with what elites.jsonl holds of candidate ``key`` (no parents: they are unknown)."""
+    e = next((e for e in elites if _key(e["id"]) == key), None)
+    if e is None:
+        return {"kind": "missing", "text": ""}
+    return {"kind": "missing", "text": str(e["text"]), "id": e["id"], "iteration": e.get("iteration"),
+            "quality": e["quality"], "measures": e["measures"], "cell": e["cell"], "parents": []}
+
+
+def _candidate_node(h: dict[str, Any]) -> dict[str, Any]:
+    """The node of a history row; its parents are node keys."""
+    return {
+        "kind": "candidate", "id": int(h["id"]), "iteration": h.get("iteration"), "operator": h.get("operator"),
+        "quality": h["quality"], "measures": h.get("measures"), "cell": h["cell"],
+        "parents": [_key(p) for p in h.get("parents") or []], "text": str(h["text"]),
+    }
 
 
 # ------------------------------------------------------------------- pieces
@@ -110,7 +124,6 @@ def _colour(q: float, vmin: float, vmax: float) -> str:
 def _archive_svg(run: RunData, vmin: float, vmax: float) -> str:
     """The archive as an SVG of equal-width cells (so that every cell can be clicked)."""
     axes = run.axes
-    grid = run.grid()
     one_d = len(axes) == 1
     nx = axes[0].bins
     ny = 1 if one_d else axes[1].bins
@@ -126,19 +139,7 @@ def _archive_svg(run: RunData, vmin: float, vmax: float) -> str:
     w, h = ml + nx * size + mr, mt + ny * ch + mb
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" id="archive-svg" width="{w:.0f}" height="{h:.0f}" '
            f'viewBox="0 0 {w:.0f} {h:.0f}" role="group" aria-label="archive heatmap">']
-    for i in range(nx):
-        for j in range(ny):
-            cell = (i,) if one_d else (i, j)
-            q = grid[cell]
-            x, y = ml + i * size, mt + (ny - 1 - j) * ch
-            filled = bool(np.isfinite(q))
-            names = ", ".join(a.bin_names()[c] for a, c in zip(axes, cell))
-            tip = f"cell {list(cell)} {names}: " + (f"quality {q:.3f}" if filled else "empty")
-            out.append(
-                f'<rect class="cell{"" if filled else " empty"}" data-cell="{",".join(map(str, cell))}" '
-                f'x="{x:.1f}" y="{y:.1f}" width="{size:.1f}" height="{ch:.1f}" tabindex="0" '
-                f'fill="{_colour(float(q), vmin, vmax) if filled else "#e6e6e6"}"><title>{html.escape(tip)}</title></rect>'
-            )
+    out.extend(_svg_cells(run, vmin, vmax, left=ml, top=mt, width=size, height=ch))
     base = mt + ny * ch
     out.extend(_svg_ticks(axes[0], "x", ml, base, size))
     out.append(f'<text class="axis" x="{ml + nx * size / 2:.1f}" y="{h - 8:.1f}" text-anchor="middle">'
@@ -149,6 +150,28 @@ def _archive_svg(run: RunData, vmin: float, vmax: float) -> str:
                    f'y="{mt + ny * ch / 2:.1f}" text-anchor="middle">{html.escape(axes[1].label)}</text>')
     out.append("</svg>")
     return "\n".join(out)
+
+
+def _svg_cells(run: RunData, vmin: float, vmax: float, *, left: float, top: float, width: float, height: float) -> list[str]:
+    """One focusable ``<rect>`` per cell, coloured by its elite's quality, with a tooltip."""
+    axes, grid = run.axes, run.grid()
+    one_d = len(axes) == 1
+    nx, ny = axes[0].bins, 1 if one_d else axes[1].bins
+    out = []
+    for i in range(nx):
+        for j in range(ny):
+            cell = (i,) if one_d else (i, j)
+            q = grid[cell]
+            x, y = left + i * width, top + (ny - 1 - j) * height
+            filled = bool(np.isfinite(q))
+            names = ", ".join(a.bin_names()[c] for a, c in zip(axes, cell))
+            tip = f"cell {list(cell)} {names}: " + (f"quality {q:.3f}" if filled else "empty")
+            out.append(
+                f'<rect class="cell{"" if filled else " empty"}" data-cell="{",".join(map(str, cell))}" '
+                f'x="{x:.1f}" y="{y:.1f}" width="{width:.1f}" height="{height:.1f}" tabindex="0" '
+                f'fill="{_colour(float(q), vmin, vmax) if filled else "#e6e6e6"}"><title>{html.escape(tip)}</title></rect>'
+            )
+    return out
 
 
 def _svg_ticks(axis: Axis, which: str, left: float, base: float, step: float) -> list[str]:
