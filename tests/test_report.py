@@ -90,6 +90,21 @@ def test_lineage_reaches_the_seeds(evil_run):
         assert leaves and all(nodes[k]["kind"] == "seed" for k in leaves)
 
 
+def test_lineage_marks_what_the_run_cannot_show_as_missing(evil_run):
+    """A parent seed the config lacks, and an elite whose history row is gone, become ``missing`` nodes."""
+    history = evil_run / "history.jsonl"
+    rows = [json.loads(x) for x in history.read_text().splitlines()]
+    child = max(rows, key=lambda r: r["id"])  # the cell-9 elite
+    rows = [r for r in rows if r["id"] != child["id"]]
+    rows[0]["parents"] = ["seed:7"]
+    history.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    nodes = lineage_nodes(load_run(evil_run))
+    gone = nodes[str(child["id"])]
+    assert gone["kind"] == "missing" and gone["text"].startswith("Child ") and gone["parents"] == [] and gone["cell"] == [9]
+    assert nodes["seed:7"] == {"kind": "missing", "text": ""}
+    assert nodes["seed:0"]["kind"] == "seed" and nodes["seed:0"]["text"] == "Plain seed zero."
+
+
 def test_cli_report_default_and_out(evil_run, tmp_path, capsys):
     cli.main(["report", str(evil_run), "--out", str(tmp_path / "r" / "x.html")])
     assert (tmp_path / "r" / "x.html").is_file()
