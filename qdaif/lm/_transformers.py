@@ -128,6 +128,7 @@ class TransformersLM(LM):
         self._versions = {"torch": str(torch.__version__), "transformers": str(transformers.__version__)}
         self._prefix_cache: collections.OrderedDict[tuple[int, ...], Any] = collections.OrderedDict()
         self._prefix_cache_size = prefix_cache_size
+        self._head32: tuple[Any, Any] | None = None  # the output layer in float32, made on the first score
         #: How many times a prefix's key-value state was computed (cache misses).
         self.prefix_encodings = 0
         self._prefix_ids: dict[str, list[int]] = {}
@@ -145,7 +146,8 @@ class TransformersLM(LM):
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.backend, **self._source, "dtype": self._dtype, "device": self.device,
-                "attention": str(self.model.config._attn_implementation), "decoder": self.decoder, "malloc_reuse": self.malloc_reuse, **self._versions}
+                "attention": str(self.model.config._attn_implementation), "decoder": self.decoder, "malloc_reuse": self.malloc_reuse,
+                "score_logits": "float32", **self._versions}
 
     # ----------------------------------------------------------------- generate
     def generate(
@@ -332,7 +334,6 @@ class TransformersLM(LM):
     def _target_logprobs(self, head: tuple[int, ...], rows: list[list[int]], targets: list[tuple]) -> list[float]:
         torch = self._torch
         plen, cache = len(head), self._prefix_state(head)
-        head = self.model.get_output_embeddings()
         values: list[float] = [0.0] * len(targets)
         by_row: dict[int, list[int]] = collections.defaultdict(list)
         for t, (_, _, row, _, _) in enumerate(targets):
@@ -366,11 +367,34 @@ class TransformersLM(LM):
                 rows_idx = torch.tensor([targets[t][2] - start for t in wanted])
                 pos_idx = torch.tensor([targets[t][3] for t in wanted])
                 tokens = torch.tensor([targets[t][4] for t in wanted])
-                logits = head(hidden[rows_idx.to(self.device), pos_idx.to(self.device)]).float()
+                logits = self._float32_logits(hidden[rows_idx.to(self.device), pos_idx.to(self.device)])
                 lp = torch.log_softmax(logits, dim=-1)[torch.arange(len(wanted)), tokens.to(self.device)]
             for t, v in zip(wanted, lp.tolist()):
                 values[t] = v
         return values
+
+    def _float32_logits(self, hidden: Any) -> Any:
+        """Next-token logits in float32 for the scored positions.
+
+        A bfloat16 output layer rounds each logit to 8 significant bits (steps of 0.125
+        at |logit| 16-32), so a two-label judge's log-odds fall on a grid, and a
+        ``logit_scale`` widens the grid's steps: the opinions sentiment measure (scale 4)
+        took 35 values and never fell in two of the paper's 20 bins. The output layer is
+        kept in float32 (a copy, made once, for checkpoints in other dtypes).
+
+        Args:
+            hidden: Last hidden states of the scored positions, shape ``(n, hidden_size)``.
+
+        Returns:
+            Logits, shape ``(n, vocab_size)``, float32.
+        """
+        torch = self._torch
+        if self._head32 is None:
+            head = self.model.get_output_embeddings()
+            bias = getattr(head, "bias", None)
+            self._head32 = (head.weight.detach().float(), None if bias is None else bias.detach().float())
+        weight, bias = self._head32
+        return torch.nn.functional.linear(hidden.float(), weight, bias)
 
 
 def _context_length(config: Any, tokenizer: Any) -> int | None:

@@ -196,3 +196,23 @@ def test_prompt_longer_than_the_context_is_refused_before_it_is_sent(embedded_lm
         embedded_lm.check_prompts(["x " * 8190], max_tokens=10)  # fits alone, not with the new tokens
     embedded_lm.check_prompts(["x " * 100], max_tokens=10)
     assert calls == []
+
+
+def test_label_log_odds_are_not_rounded_to_the_bfloat16_grid(embedded_lm, opinions_domain):
+    """The output layer runs in float32, so a judge's log-odds take any value, not bfloat16 steps.
+
+    The opinions sentiment judge on its 64 labelled texts. Measured with the bfloat16 output
+    layer: 21 distinct log-odds, all 64 on the 1/128 grid (each logit has 8 significant
+    bits; at |logit| 1-32 that is a multiple of 1/128); in float32: 64 distinct, none on it.
+    """
+    import numpy as np
+
+    from tests.lm.test_llama_server import _judge_requests, _labelled_texts
+
+    reqs = _judge_requests(opinions_domain, _labelled_texts())
+    sentiment = np.array(embedded_lm.score(reqs[len(reqs) // 2:]))
+    odds = sentiment[:, 0] - sentiment[:, 1]
+    assert len(np.unique(np.round(odds, 5))) >= 60
+    on_grid = np.abs(odds * 128 - np.round(odds * 128)) < 1e-3
+    assert on_grid.sum() <= 3, odds[on_grid]
+    assert embedded_lm.describe()["score_logits"] == "float32"
